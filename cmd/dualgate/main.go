@@ -1,0 +1,89 @@
+// Command dualgate runs the call-center gateway: the SIP plane (proxy, dispatcher) and, as they
+// land, the HTTP plane and the WebSocket bridge, in one process.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/dualgate/dualgate/configs"
+	"github.com/dualgate/dualgate/gateway"
+)
+
+func main() {
+	args := os.Args[1:]
+	cmd := "run"
+	if len(args) > 0 && args[0] == "check" {
+		cmd, args = "check", args[1:]
+	}
+	fs := flag.NewFlagSet("dualgate "+cmd, flag.ExitOnError)
+	path := fs.String("config", "", "config file (default: the embedded development config)")
+	_ = fs.Parse(args)
+
+	cfg, err := load(*path)
+	if cmd == "check" {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("config OK")
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := run(cfg, *path); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func load(path string) (gateway.Config, error) {
+	if path == "" {
+		return gateway.Parse(configs.Default, ".")
+	}
+	return gateway.Load(path)
+}
+
+func run(cfg gateway.Config, path string) error {
+	log := cfg.Logger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	gw, err := gateway.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := gw.Start(ctx); err != nil {
+		return err
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping")
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return gw.Stop(sctx)
+		case <-hup:
+			next, err := load(path)
+			if err == nil {
+				err = gw.Reload(next)
+			}
+			if err != nil {
+				log.Error("reload rejected, keeping the running config", "error", err)
+				continue
+			}
+			log.Info("reloaded")
+		}
+	}
+}

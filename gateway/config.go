@@ -1,0 +1,153 @@
+// Package gateway is the composition root: configuration (defaults, strict decoding, whole
+// validation), wiring of the planes, and their lifecycle.
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/dualgate/dualgate/sip"
+	"github.com/dualgate/dualgate/sip/dispatcher"
+)
+
+// Config is the whole gateway configuration file.
+type Config struct {
+	Log        LogConfig        `yaml:"log"`
+	SIP        sip.Config       `yaml:"sip"`
+	Dispatcher DispatcherConfig `yaml:"dispatcher"`
+
+	// dir is where relative paths in the file are resolved from.
+	dir string
+}
+
+// LogConfig selects the root logger.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is json or text. Default json.
+	Format string `yaml:"format"`
+}
+
+// DispatcherConfig lists the backend sets and how they are probed.
+type DispatcherConfig struct {
+	// ListFile is a Kamailio-format dispatcher.list, relative to the config file. Its
+	// destinations are added to Destinations.
+	ListFile string `yaml:"list_file"`
+	// Destinations are given inline.
+	Destinations []dispatcher.Spec `yaml:"destinations"`
+	// Probe controls OPTIONS health probing.
+	Probe dispatcher.ProbeConfig `yaml:"probe"`
+}
+
+// Defaults is the configuration every file is decoded over.
+func Defaults() Config {
+	return Config{
+		Log:        LogConfig{Level: "info", Format: "json"},
+		SIP:        sip.Defaults(),
+		Dispatcher: DispatcherConfig{Probe: dispatcher.DefaultProbeConfig()},
+	}
+}
+
+// Load reads a config file, decodes it strictly over the defaults and validates it whole.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data, filepath.Dir(path))
+}
+
+// Parse decodes config bytes; dir resolves relative paths such as dispatcher.list_file.
+func Parse(data []byte, dir string) (Config, error) {
+	cfg := Defaults()
+	cfg.dir = dir
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// An empty file decodes to io.EOF and means "all defaults".
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("decode config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: want json or text", c.Log.Format))
+	}
+	if err := c.SIP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, e := range c.Dispatcher.Probe.Validate() {
+		errs = append(errs, fmt.Errorf("dispatcher.%w", e))
+	}
+	specs, err := c.DestinationSpecs()
+	if err != nil {
+		errs = append(errs, err)
+	} else if _, err := dispatcher.New(specs, slog.New(slog.DiscardHandler), nil); err != nil {
+		errs = append(errs, fmt.Errorf("dispatcher: %w", err))
+	} else {
+		have := map[int]bool{}
+		for _, s := range specs {
+			have[s.SetID] = true
+		}
+		for i, r := range c.SIP.Routes {
+			if !have[r.Set] {
+				errs = append(errs, fmt.Errorf("sip.routes[%d] (%s): dispatcher set %d has no destinations", i, r.Name, r.Set))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DestinationSpecs gathers the destinations from the list file and the inline entries.
+func (c Config) DestinationSpecs() ([]dispatcher.Spec, error) {
+	specs := append([]dispatcher.Spec(nil), c.Dispatcher.Destinations...)
+	if c.Dispatcher.ListFile == "" {
+		return specs, nil
+	}
+	p := c.Dispatcher.ListFile
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(c.dir, p)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher.list_file: %w", err)
+	}
+	defer f.Close()
+	fromFile, err := dispatcher.ParseList(f)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher.list_file %s: %w", p, err)
+	}
+	return append(specs, fromFile...), nil
+}
+
+// Logger builds the root logger the config asks for.
+func (c Config) Logger() *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(c.Log.Level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if c.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}

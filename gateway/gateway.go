@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dualgate/dualgate/sip"
+	"github.com/dualgate/dualgate/sip/dispatcher"
+)
+
+// Gateway owns the planes and their lifecycle.
+type Gateway struct {
+	log      *slog.Logger
+	Registry *prometheus.Registry
+	disp     *dispatcher.Dispatcher
+	router   *sip.Router
+	probe    dispatcher.ProbeConfig
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var _ dispatcher.Pinger = (*sip.Router)(nil)
+
+// New wires the planes from a validated config. Nothing listens until Start.
+func New(cfg Config, log *slog.Logger) (*Gateway, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	specs, err := cfg.DestinationSpecs()
+	if err != nil {
+		return nil, err
+	}
+	disp, err := dispatcher.New(specs, log.With("component", "dispatcher"), dispatcher.NewMetrics(reg))
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: %w", err)
+	}
+	router, err := sip.New(cfg.SIP, disp, log.With("component", "sip"), reg)
+	if err != nil {
+		return nil, fmt.Errorf("sip plane: %w", err)
+	}
+	return &Gateway{log: log, Registry: reg, disp: disp, router: router, probe: cfg.Dispatcher.Probe}, nil
+}
+
+// Start starts the SIP plane and health probing. A failed start stops what already started.
+func (g *Gateway) Start(ctx context.Context) error {
+	ctx, g.cancel = context.WithCancel(ctx)
+	if err := g.router.Start(ctx); err != nil {
+		g.cancel()
+		return fmt.Errorf("start sip plane: %w", err)
+	}
+	g.wg.Go(func() { g.disp.Probe(ctx, g.probe, g.router) })
+	return nil
+}
+
+// Stop stops probing and the planes, waiting at most until ctx ends.
+func (g *Gateway) Stop(ctx context.Context) error {
+	if g.cancel != nil {
+		g.cancel()
+	}
+	err := g.router.Stop(ctx)
+	g.wg.Wait()
+	return err
+}
+
+// Reload applies what can change at run time: the dispatcher sets. It is all-or-nothing; a
+// change to anything else needs a restart and is reported as such.
+func (g *Gateway) Reload(cfg Config) error {
+	specs, err := cfg.DestinationSpecs()
+	if err != nil {
+		return err
+	}
+	return g.disp.Reload(specs)
+}
+
+// Router exposes the SIP plane (tests and the admin API read its state).
+func (g *Gateway) Router() *sip.Router { return g.router }
+
+// Dispatcher exposes the dispatcher.
+func (g *Gateway) Dispatcher() *dispatcher.Dispatcher { return g.disp }

@@ -1,0 +1,677 @@
+package sip
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	gosip "github.com/emiago/sipgo/sip"
+
+	"github.com/dualgate/dualgate/sip/dispatcher"
+	"github.com/dualgate/dualgate/sip/sanity"
+)
+
+// target is one place a request can be relayed to.
+type target struct {
+	addr      string // host:port
+	host      string
+	transport string                  // "UDP", "TCP", "TLS"
+	dst       *dispatcher.Destination // nil for in-dialog next hops
+}
+
+func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
+	method := string(req.Method)
+	r.m.requests.WithLabelValues(methodLabel(method)).Inc()
+	log := r.log.With("call_id", callID(req), "method", method, "remote", req.Source())
+
+	if err := sanity.Request(req); err != nil {
+		code, reason := sanityAnswer(err)
+		r.m.rejected.WithLabelValues("malformed").Inc()
+		log.Debug("request refused by sanity check", "status", code, "reason", reason)
+		r.reply(tx, req, code, reason, nil)
+		return
+	}
+
+	// RFC 3261 §16.3 step 3. An OPTIONS with Max-Forwards 0 addressed to us is ours to answer.
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		if req.Method == gosip.OPTIONS && req.Recipient.User == "" && r.isSelf(&req.Recipient) {
+			r.replyOptions(tx, req)
+			return
+		}
+		r.m.rejected.WithLabelValues("max_forwards").Inc()
+		r.reply(tx, req, 483, "Too Many Hops", nil)
+		return
+	}
+
+	if next, ok := r.looseRoute(req); ok {
+		r.relayInDialog(req, tx, next, log)
+		return
+	}
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		// In-dialog but not routed through us: we never Record-Routed this dialog, so relaying
+		// it would make us an open relay for anyone who can guess a Call-ID.
+		r.m.rejected.WithLabelValues("no_route").Inc()
+		r.reply(tx, req, 404, "Not Here", nil)
+		return
+	}
+	if r.isLoop(req) {
+		r.m.rejected.WithLabelValues("loop").Inc()
+		log.Warn("request loop detected")
+		r.reply(tx, req, 482, "Loop Detected", nil)
+		return
+	}
+	if req.Method == gosip.OPTIONS && req.Recipient.User == "" && r.isSelf(&req.Recipient) {
+		r.replyOptions(tx, req)
+		return
+	}
+
+	rt := r.matchRoute(req)
+	if rt == nil {
+		r.m.rejected.WithLabelValues("no_route").Inc()
+		log.Debug("no route for request")
+		r.reply(tx, req, 404, "No Route", nil)
+		return
+	}
+	isInvite := req.IsInvite()
+	if isInvite {
+		if r.inflight.Add(1) > int64(r.cfg.MaxInflight) {
+			r.inflight.Add(-1)
+			r.m.rejected.WithLabelValues("overload").Inc()
+			r.reply(tx, req, 503, "Overloaded", r.retryAfter())
+			return
+		}
+		defer r.inflight.Add(-1)
+	}
+
+	key := dispatcher.Key{CallID: callID(req), RURIUser: req.Recipient.User}
+	if f := req.From(); f != nil {
+		key.FromURI = f.Address.Addr()
+	}
+	if t := req.To(); t != nil {
+		key.ToURI = t.Address.Addr()
+	}
+	if auth := req.GetHeader("Proxy-Authorization"); auth != nil {
+		key.AuthUser = digestUsername(auth.Value())
+	}
+	var buf [8]*dispatcher.Destination
+	dsts := r.disp.Select(rt.set, rt.alg, &key, buf[:0])
+	if len(dsts) == 0 {
+		r.m.rejected.WithLabelValues("no_destination").Inc()
+		log.Warn("no destination available", "set", rt.set)
+		r.reply(tx, req, 503, "No Destination Available", r.retryAfter())
+		return
+	}
+	targets := make([]target, len(dsts))
+	for i, d := range dsts {
+		targets[i] = target{addr: d.Addr(), host: d.Host, transport: strings.ToUpper(d.Transport), dst: d}
+	}
+	r.relay(req, tx, targets, true, log)
+}
+
+// onAck forwards an ACK for a 2xx along our Route. ACKs for non-2xx answers are hop-by-hop and
+// absorbed by the transaction layer before they get here.
+func (r *Router) onAck(req *gosip.Request, _ gosip.ServerTransaction) {
+	r.m.requests.WithLabelValues("ACK").Inc()
+	if err := sanity.Request(req); err != nil {
+		return // nothing can answer an ACK
+	}
+	next, ok := r.looseRoute(req)
+	if !ok {
+		return
+	}
+	fwd := req.Clone()
+	r.prepareForward(fwd, req, next, false, statelessBranch(req))
+	if err := r.cli.WriteRequest(fwd, prebuilt); err != nil {
+		r.log.Warn("forward ACK failed", "call_id", callID(req), "backend", next.addr, "error", err)
+	}
+}
+
+// onCancel sees only CANCELs that match no pending INVITE: the transaction layer answers the
+// matching ones itself (200, then 487 upstream) and signals the INVITE's relay to cancel.
+func (r *Router) onCancel(req *gosip.Request, tx gosip.ServerTransaction) {
+	r.m.requests.WithLabelValues("CANCEL").Inc()
+	r.reply(tx, req, 481, "Call/Transaction Does Not Exist", nil)
+}
+
+// matchRoute returns the first route that applies to req, or nil.
+func (r *Router) matchRoute(req *gosip.Request) *route {
+	src := sourceAddr(req)
+	for i := range r.routes {
+		if r.routes[i].match(string(req.Method), req.Recipient.User, req.Recipient.Host, src) {
+			return &r.routes[i]
+		}
+	}
+	return nil
+}
+
+func sourceAddr(req *gosip.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+// looseRoute implements RFC 3261 §16.4: when the top Route is ours (one entry, or two after a
+// transport change, RFC 5658), pop it and send to the next Route, or else to the Request-URI.
+func (r *Router) looseRoute(req *gosip.Request) (target, bool) {
+	rt := req.Route()
+	if rt == nil || !r.isSelf(&rt.Address) {
+		return target{}, false
+	}
+	req.RemoveHeader("Route")
+	if rt = req.Route(); rt != nil && r.isSelf(&rt.Address) {
+		req.RemoveHeader("Route")
+	}
+	if rt = req.Route(); rt != nil {
+		return uriTarget(&rt.Address), true
+	}
+	return uriTarget(&req.Recipient), true
+}
+
+func uriTarget(u *gosip.Uri) target {
+	tr := "UDP"
+	if strings.EqualFold(u.Scheme, "sips") {
+		tr = "TLS"
+	}
+	if v, ok := u.UriParams.Get("transport"); ok {
+		tr = strings.ToUpper(v)
+	}
+	port := u.Port
+	if port == 0 {
+		port = 5060
+		if tr == "TLS" {
+			port = 5061
+		}
+	}
+	host := strings.Trim(u.Host, "[]")
+	return target{addr: hostPortKey(host, port), host: host, transport: tr}
+}
+
+// prepareForward turns a clone of the received request into the one we send (RFC 3261 §16.6):
+// Max-Forwards decremented, our Via on top, Record-Route for dialog-creating requests.
+func (r *Router) prepareForward(fwd, orig *gosip.Request, t target, recordRoute bool, branch string) {
+	mf := gosip.MaxForwardsHeader(70)
+	if h := orig.MaxForwards(); h != nil {
+		mf = gosip.MaxForwardsHeader(h.Val() - 1)
+	}
+	// sipgo shares the Max-Forwards header between clones, so replace rather than decrement.
+	if fwd.MaxForwards() != nil {
+		fwd.ReplaceHeader(&mf)
+	} else {
+		fwd.AppendHeader(&mf)
+	}
+	if recordRoute {
+		in := strings.ToLower(orig.Transport())
+		out := strings.ToLower(t.transport)
+		if in != out {
+			// RFC 5658 double Record-Route: the callee's side sees the entry for the outbound
+			// transport, the caller's side the inbound one.
+			fwd.PrependHeader(r.recordRoute(in))
+		}
+		fwd.PrependHeader(r.recordRoute(out))
+	}
+	fwd.PrependHeader(r.newVia(t.transport, branch))
+	fwd.SetTransport(t.transport)
+	fwd.SetDestination(t.addr)
+	r.setLocal(fwd, t.host)
+}
+
+func (r *Router) recordRoute(transport string) *gosip.RecordRouteHeader {
+	u := gosip.Uri{Scheme: "sip", Host: r.viaHost, Port: r.ports[transport]}
+	if transport != "udp" {
+		u.UriParams.Add("transport", transport)
+	}
+	u.UriParams.Add("lr", "")
+	return &gosip.RecordRouteHeader{Address: u}
+}
+
+// relayInDialog sends an in-dialog request to its next hop. It is never re-dispatched: the
+// dialog lives on the backend that answered.
+func (r *Router) relayInDialog(req *gosip.Request, tx gosip.ServerTransaction, next target, log *slog.Logger) {
+	if req.Method == gosip.BYE {
+		r.dialogs.end(callID(req), "bye")
+	}
+	r.relay(req, tx, []target{next}, false, log)
+}
+
+// branchOutcome says why a branch ended without a final answer worth relaying.
+type branchOutcome int
+
+const (
+	outcomeDone     branchOutcome = iota // final answer relayed, or the caller cancelled
+	outcomeFailover                      // try the next target
+)
+
+// relay forwards req statefully to the targets in order until one gives a final answer that
+// is not worth failing over from. It returns only when the server transaction has its final
+// response: sipgo ends the transaction when the handler returns.
+func (r *Router) relay(req *gosip.Request, tx gosip.ServerTransaction, targets []target, initial bool, log *slog.Logger) {
+	cancelled := make(chan struct{})
+	if req.IsInvite() {
+		tx.OnCancel(func(*gosip.Request) { close(cancelled) })
+	}
+	dialogCreating := initial && (req.IsInvite() || req.Method == gosip.SUBSCRIBE || req.Method == gosip.REFER)
+	var d *dialog
+	if initial && req.IsInvite() {
+		d = r.dialogs.begin(callID(req))
+	}
+	var last *gosip.Response
+	for i, t := range targets {
+		if i > 0 {
+			r.m.failovers.Inc()
+		}
+		if d != nil {
+			d.assign(t.dst)
+		}
+		outcome, res := r.branch(req, tx, t, dialogCreating, initial, cancelled, d, log)
+		if outcome == outcomeDone {
+			return
+		}
+		last = res
+	}
+	if d != nil {
+		r.dialogs.fail(d)
+	}
+	if !initial {
+		// An in-dialog request has exactly one next hop; pass on what it said, or 408.
+		if last != nil {
+			r.relayResponse(tx, req, last)
+			return
+		}
+		r.reply(tx, req, 408, "Request Timeout", nil)
+		return
+	}
+	log.Warn("every destination failed", "tried", len(targets))
+	r.reply(tx, req, 503, "Service Unavailable", r.retryAfter())
+}
+
+// failoverCode reports whether a final answer means "this backend cannot take it now".
+func failoverCode(code int) bool { return code == 408 || (code >= 500 && code < 600) }
+
+func (r *Router) branch(req *gosip.Request, stx gosip.ServerTransaction, t target, dialogCreating, initial bool,
+	cancelled <-chan struct{}, d *dialog, log *slog.Logger) (branchOutcome, *gosip.Response) {
+	fwd := req.Clone()
+	r.prepareForward(fwd, req, t, dialogCreating, r.branchID(req))
+	backend := t.addr
+	if t.dst != nil {
+		backend = t.dst.URI
+	}
+	log = log.With("backend", backend)
+	start := time.Now()
+
+	// sipgo uses this context only to set up the connection (a TCP dial); the transaction
+	// itself is ours to end.
+	dialCtx, cancel := context.WithTimeout(context.Background(), r.cfg.Timers.Response)
+	btx, err := r.cli.TransactionRequest(dialCtx, fwd, prebuilt)
+	cancel()
+	if err != nil {
+		log.Warn("relay failed", "error", err)
+		r.m.branchFail.WithLabelValues("transport").Inc()
+		return outcomeFailover, nil
+	}
+	handedOff := false // true once abandon owns the client transaction
+	defer func() {
+		if !handedOff {
+			btx.Terminate()
+		}
+	}()
+
+	fr := time.NewTimer(r.cfg.Timers.Response)
+	defer fr.Stop()
+	var frInv <-chan time.Time
+	provisional := false
+	isInvite := req.IsInvite()
+
+	for {
+		select {
+		case res := <-btx.Responses():
+			code := int(res.StatusCode)
+			if code < 200 {
+				if !provisional {
+					provisional = true
+					fr.Stop()
+					if isInvite {
+						tm := time.NewTimer(r.cfg.Timers.InviteFinal)
+						defer tm.Stop()
+						frInv = tm.C
+					}
+				}
+				if code > 100 {
+					r.relayResponse(stx, req, res)
+				}
+				continue
+			}
+			if failoverCode(code) && initial && !closed(cancelled) {
+				log.Info("backend refused, trying next", "status", code)
+				r.m.branchFail.WithLabelValues(strconv.Itoa(code)).Inc()
+				return outcomeFailover, res
+			}
+			if code < 300 && d != nil {
+				r.dialogs.confirm(d, t.dst, start)
+			} else if d != nil {
+				r.dialogs.fail(d)
+			}
+			r.relayResponse(stx, req, res)
+			return outcomeDone, nil
+
+		case <-fr.C:
+			// No answer at all: the backend is gone or drowning. RFC 3261 §9.1 forbids a CANCEL
+			// before a provisional, so keep listening in the background and cancel late.
+			log.Info("no response from backend, trying next", "after", r.cfg.Timers.Response)
+			r.m.branchFail.WithLabelValues("timeout").Inc()
+			handedOff = true
+			go r.abandon(btx, fwd, false)
+			return outcomeFailover, nil
+
+		case <-frInv:
+			log.Info("backend rang too long, cancelling", "after", r.cfg.Timers.InviteFinal)
+			r.m.branchFail.WithLabelValues("ring_timeout").Inc()
+			handedOff = true
+			go r.abandon(btx, fwd, true)
+			return outcomeFailover, nil
+
+		case <-cancelled:
+			// The transaction layer already answered the CANCEL and sent 487 upstream.
+			if d != nil {
+				r.dialogs.fail(d)
+			}
+			handedOff = true
+			go r.abandon(btx, fwd, provisional)
+			return outcomeDone, nil
+
+		case <-btx.Done():
+			err := btx.Err()
+			reason := "timeout"
+			if errors.Is(err, gosip.ErrTransactionTransport) {
+				reason = "transport"
+			}
+			log.Info("branch failed", "reason", reason, "error", err)
+			r.m.branchFail.WithLabelValues(reason).Inc()
+			return outcomeFailover, nil
+		}
+	}
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// abandon winds down a branch we no longer want: CANCEL it once it is provisional (now, or when
+// its first provisional arrives), and let the transaction absorb the 487 and its ACK.
+func (r *Router) abandon(tx gosip.ClientTransaction, fwd *gosip.Request, provisional bool) {
+	defer tx.Terminate()
+	if !fwd.IsInvite() {
+		return
+	}
+	sent := false
+	cancelIt := func() {
+		if sent {
+			return
+		}
+		sent = true
+		r.sendCancel(fwd)
+	}
+	if provisional {
+		cancelIt()
+	}
+	deadline := time.NewTimer(64 * gosip.T1)
+	defer deadline.Stop()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				cancelIt()
+				continue
+			}
+			if res.IsSuccess() {
+				// The backend answered after we gave up: end that call rather than leave it up.
+				r.log.Warn("late 2xx on an abandoned branch", "call_id", callID(fwd))
+			}
+			return
+		case <-tx.Done():
+			return
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
+// sendCancel builds the CANCEL for a branch we forwarded (RFC 3261 §9.1): same Request-URI,
+// Call-ID, From, To, Route, CSeq number and our Via with its branch.
+func (r *Router) sendCancel(fwd *gosip.Request) {
+	c := gosip.NewRequest(gosip.CANCEL, fwd.Recipient)
+	c.AppendHeader(gosip.HeaderClone(fwd.Via()))
+	for _, h := range fwd.GetHeaders("Route") {
+		c.AppendHeader(gosip.HeaderClone(h))
+	}
+	mf := gosip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.AppendHeader(gosip.HeaderClone(fwd.From()))
+	c.AppendHeader(gosip.HeaderClone(fwd.To()))
+	c.AppendHeader(gosip.HeaderClone(fwd.CallID()))
+	cseq := gosip.CSeqHeader{SeqNo: fwd.CSeq().SeqNo, MethodName: gosip.CANCEL}
+	c.AppendHeader(&cseq)
+	c.SetBody(nil)
+	c.SetTransport(fwd.Transport())
+	c.SetDestination(fwd.Destination())
+	c.Laddr = fwd.Laddr
+	ctx, cancel := context.WithTimeout(context.Background(), 64*gosip.T1)
+	defer cancel()
+	tx, err := r.cli.TransactionRequest(ctx, c, prebuilt)
+	if err != nil {
+		r.log.Warn("send CANCEL failed", "call_id", callID(fwd), "error", err)
+		return
+	}
+	defer tx.Terminate()
+	select {
+	case <-tx.Responses():
+	case <-tx.Done():
+	case <-ctx.Done():
+	}
+}
+
+// relayResponse strips our Via and passes the response upstream through the server transaction,
+// to the address the request came from (RFC 3581 symmetric response routing, which phones
+// behind NAT need whether or not they asked for rport).
+func (r *Router) relayResponse(tx gosip.ServerTransaction, req *gosip.Request, res *gosip.Response) {
+	out := res.Clone()
+	out.RemoveHeader("Via")
+	out.SetDestination(req.Source())
+	r.m.replies.WithLabelValues(methodLabel(string(res.CSeq().MethodName)), strconv.Itoa(int(res.StatusCode))).Inc()
+	if err := tx.Respond(out); err != nil {
+		r.log.Debug("relay response failed", "call_id", callID(res), "status", res.StatusCode, "error", err)
+	}
+}
+
+// onStrayResponse handles responses that match no client transaction, mostly 2xx
+// retransmissions after the INVITE transaction ended: RFC 3261 §16.7 forwards them statelessly
+// when the top Via is ours.
+func (r *Router) onStrayResponse(res *gosip.Response) {
+	via := res.Via()
+	if via == nil || !r.self[hostPortKey(via.Host, via.Port)] {
+		return
+	}
+	out := res.Clone()
+	out.RemoveHeader("Via")
+	next := out.Via()
+	if next == nil {
+		return
+	}
+	host := next.Host
+	port := next.Port
+	if rcv, ok := next.Params.Get("received"); ok && rcv != "" {
+		host = rcv
+	}
+	if rp, ok := next.Params.Get("rport"); ok && rp != "" {
+		if p, err := strconv.Atoi(rp); err == nil {
+			port = p
+		}
+	}
+	if port == 0 {
+		port = 5060
+	}
+	out.SetTransport(strings.ToUpper(next.Transport))
+	out.SetDestination(hostPortKey(host, port))
+	if err := r.srv.WriteResponse(out); err != nil {
+		r.log.Debug("stateless response forward failed", "call_id", callID(res), "error", err)
+	}
+}
+
+// reply sends a locally generated final response.
+func (r *Router) reply(tx gosip.ServerTransaction, req *gosip.Request, code int, reason string, extra []gosip.Header) {
+	res := gosip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range extra {
+		res.AppendHeader(h)
+	}
+	r.m.replies.WithLabelValues(methodLabel(string(req.Method)), strconv.Itoa(code)).Inc()
+	if err := tx.Respond(res); err != nil {
+		r.log.Debug("respond failed", "call_id", callID(req), "status", code, "error", err)
+	}
+}
+
+func (r *Router) replyOptions(tx gosip.ServerTransaction, req *gosip.Request) {
+	r.reply(tx, req, 200, "OK", []gosip.Header{
+		gosip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, NOTIFY, SUBSCRIBE, MESSAGE, PRACK"),
+	})
+}
+
+func (r *Router) retryAfter() []gosip.Header {
+	return []gosip.Header{gosip.NewHeader("Retry-After", strconv.Itoa(r.cfg.RetryAfter))}
+}
+
+// Loop detection (RFC 3261 §16.3 step 4, §16.6 step 8). Our branch carries a hash of the
+// values that identify the request as we received it; if a request arrives carrying one of
+// our Vias whose hash equals the one this request would get, it has come back unchanged: a
+// loop, not a spiral.
+const branchPrefix = "z9hG4bK-dg"
+
+func (r *Router) branchID(req *gosip.Request) string {
+	return branchPrefix + loopHash(req) + "." + gosip.GenerateTagN(10)
+}
+
+func loopHash(req *gosip.Request) string {
+	h := uint64(14695981039346656037)
+	add := func(s string) {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+		h ^= 0xff
+		h *= 1099511628211
+	}
+	add(req.Recipient.String())
+	add(callID(req))
+	if f := req.From(); f != nil {
+		add(f.Params.GetOr("tag", ""))
+	}
+	if t := req.To(); t != nil {
+		add(t.Params.GetOr("tag", ""))
+	}
+	if c := req.CSeq(); c != nil {
+		add(strconv.FormatUint(uint64(c.SeqNo), 10))
+	}
+	for _, rt := range req.GetHeaders("Route") {
+		add(rt.Value())
+	}
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(h >> (8 * i))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func (r *Router) isLoop(req *gosip.Request) bool {
+	var want string
+	for _, h := range req.GetHeaders("Via") {
+		v, ok := h.(*gosip.ViaHeader)
+		if !ok || !r.self[hostPortKey(v.Host, v.Port)] {
+			continue
+		}
+		b, _ := v.Params.Get("branch")
+		rest, ok := strings.CutPrefix(b, branchPrefix)
+		if !ok {
+			continue
+		}
+		got, _, _ := strings.Cut(rest, ".")
+		if want == "" {
+			want = loopHash(req)
+		}
+		if got == want {
+			return true
+		}
+	}
+	return false
+}
+
+// statelessBranch derives the branch for a statelessly forwarded ACK from the one it arrived
+// with, so a retransmitted ACK gets the same branch (RFC 3261 §16.11).
+func statelessBranch(req *gosip.Request) string {
+	b := ""
+	if v := req.Via(); v != nil {
+		b, _ = v.Params.Get("branch")
+	}
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(b); i++ {
+		h ^= uint64(b[i])
+		h *= 1099511628211
+	}
+	return "z9hG4bK-dgs" + strconv.FormatUint(h, 16)
+}
+
+func callID(m gosip.Message) string {
+	if c := m.CallID(); c != nil {
+		return c.Value()
+	}
+	return ""
+}
+
+// methodLabel bounds the method label's cardinality: RFC 4475's intmeth shows a method can be
+// any token.
+func methodLabel(m string) string {
+	switch m {
+	case "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "REFER",
+		"NOTIFY", "SUBSCRIBE", "MESSAGE", "PRACK", "PUBLISH":
+		return m
+	}
+	return "other"
+}
+
+// sanityAnswer picks the status and reason phrase for a request the sanity stage refused.
+func sanityAnswer(err error) (int, string) {
+	var se *sanity.Error
+	if errors.As(err, &se) && se.Status != 0 {
+		return se.Status, se.Reason
+	}
+	return 400, "Bad Request"
+}
+
+// digestUsername pulls username="..." out of a Proxy-Authorization value for algorithm 5.
+func digestUsername(v string) string {
+	i := strings.Index(strings.ToLower(v), "username=")
+	if i < 0 {
+		return ""
+	}
+	s := v[i+len("username="):]
+	if strings.HasPrefix(s, `"`) {
+		s = s[1:]
+		if j := strings.IndexByte(s, '"'); j >= 0 {
+			return s[:j]
+		}
+		return s
+	}
+	if j := strings.IndexAny(s, ", "); j >= 0 {
+		return s[:j]
+	}
+	return s
+}

@@ -1,0 +1,324 @@
+// Package sip is the SIP plane: a transaction-stateful proxy on sipgo with a dispatcher in front
+// of the FreeSWITCH cluster.
+//
+// Every request goes through one chain, in this order (see Router.onRequest):
+//
+//	sanity → Max-Forwards → in-dialog (our Route → loose routing) → loop detection →
+//	requests addressed to us (OPTIONS keepalive) → route table → overload guard →
+//	dispatcher set → relay with failover
+//
+// Each stage ends in a relay or a final response; none leaves a transaction open.
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/emiago/sipgo"
+	gosip "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dualgate/dualgate/sip/dispatcher"
+	"github.com/dualgate/dualgate/sip/sanity"
+)
+
+// Router is the SIP plane. Start binds the listeners; Stop closes them and waits for the
+// goroutines it started.
+type Router struct {
+	cfg    Config
+	log    *slog.Logger
+	disp   *dispatcher.Dispatcher
+	m      *metrics
+	routes []route
+
+	ua  *sipgo.UserAgent
+	srv *sipgo.Server
+	cli *sipgo.Client
+
+	dialogs *dialogs
+
+	// Filled by Start: what we call ourselves in Via and Record-Route, and every host:port
+	// that means "this node" when it appears in a Route header.
+	viaHost  string
+	ports    map[string]int // transport → port written into Via / Record-Route
+	self     map[string]bool
+	udpLocal map[bool]gosip.Addr // by IPv6-ness: the listener socket UDP requests leave from
+	bound    []net.Addr
+
+	inflight atomic.Int64
+	closers  []func() error
+	wg       sync.WaitGroup
+	cancel   context.CancelFunc
+}
+
+// New builds the router. It does not touch the network until Start.
+func New(cfg Config, disp *dispatcher.Dispatcher, log *slog.Logger, reg prometheus.Registerer) (*Router, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Router{cfg: cfg, log: log, disp: disp, m: newMetrics(reg)}
+	for _, rc := range cfg.Routes {
+		rt, err := compileRoute(rc)
+		if err != nil {
+			return nil, err
+		}
+		r.routes = append(r.routes, rt)
+	}
+	r.dialogs = newDialogs(r.m)
+
+	// sipgo logs every unparsable datagram with its whole content at error level; those are
+	// counted and answered by our sanity stage, so its own chatter is kept to warnings.
+	lib := slog.New(levelFloor{h: log.Handler(), min: slog.LevelWarn})
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent("dualgate"),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			gosip.WithTransactionLayerLogger(lib),
+			gosip.WithTransactionLayerUnhandledResponseHandler(r.onStrayResponse),
+		),
+		sipgo.WithUserAgentTransportLayerOptions(gosip.WithTransportLayerLogger(lib)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create sip user agent: %w", err)
+	}
+	r.ua = ua
+	if r.srv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(lib)); err != nil {
+		return nil, fmt.Errorf("create sip server: %w", err)
+	}
+	if r.cli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(lib)); err != nil {
+		return nil, fmt.Errorf("create sip client: %w", err)
+	}
+	r.srv.OnNoRoute(r.onRequest)
+	for _, m := range []gosip.RequestMethod{gosip.INVITE, gosip.BYE, gosip.OPTIONS, gosip.REGISTER,
+		gosip.INFO, gosip.UPDATE, gosip.REFER, gosip.NOTIFY, gosip.SUBSCRIBE, gosip.MESSAGE, gosip.PRACK, gosip.PUBLISH} {
+		r.srv.OnRequest(m, r.onRequest)
+	}
+	r.srv.OnAck(r.onAck)
+	r.srv.OnCancel(r.onCancel)
+	return r, nil
+}
+
+// Start binds every listener (so a port conflict fails the start), then serves them and runs
+// dialog housekeeping until Stop.
+func (r *Router) Start(ctx context.Context) error {
+	ctx, r.cancel = context.WithCancel(ctx)
+	r.ports = map[string]int{}
+	r.self = map[string]bool{}
+	r.udpLocal = map[bool]gosip.Addr{}
+	advHost, advPort, _ := splitAdvertise(r.cfg.Advertise)
+
+	for _, l := range r.cfg.Listen {
+		spec, _ := parseListen(l) // validated in New
+		if err := r.listen(spec); err != nil {
+			r.Stop(context.Background())
+			return err
+		}
+	}
+	first := r.bound[0]
+	if advHost == "" {
+		advHost, _, _ = net.SplitHostPort(first.String())
+		if ip := net.ParseIP(advHost); ip != nil && ip.IsUnspecified() {
+			r.Stop(context.Background())
+			return errors.New("sip.advertise is required when listening on an unspecified address")
+		}
+	}
+	r.viaHost = advHost
+	for _, a := range r.bound {
+		h, p, _ := net.SplitHostPort(a.String())
+		tr := "udp"
+		if _, ok := a.(*net.TCPAddr); ok {
+			tr = "tcp"
+		}
+		port, _ := strconv.Atoi(p)
+		if _, ok := r.ports[tr]; !ok {
+			r.ports[tr] = port
+		}
+		if advPort != 0 {
+			r.ports[tr] = advPort
+		}
+		r.self[hostPortKey(h, port)] = true
+		r.self[hostPortKey(advHost, r.ports[tr])] = true
+	}
+
+	r.wg.Go(func() { r.dialogs.sweep(ctx, r.cfg.MaxDialogDuration) })
+	r.log.Info("sip plane started", "listen", r.Addrs(), "advertise", r.viaHost)
+	return nil
+}
+
+func (r *Router) listen(spec listenSpec) error {
+	switch spec.transport {
+	case "udp":
+		pc, err := net.ListenPacket("udp", spec.addr)
+		if err != nil {
+			return fmt.Errorf("sip listen udp %s: %w", spec.addr, err)
+		}
+		ua := pc.LocalAddr().(*net.UDPAddr)
+		r.bound = append(r.bound, ua)
+		v6 := ua.IP.To4() == nil
+		if _, ok := r.udpLocal[v6]; !ok {
+			r.udpLocal[v6] = gosip.Addr{IP: ua.IP, Port: ua.Port}
+		}
+		guarded := sanity.NewPacketConn(pc, r.cfg.MaxMessageSize, func(src net.Addr, reason string) {
+			r.m.rejected.WithLabelValues("malformed").Inc()
+			r.log.Debug("malformed datagram refused", "remote", src.String(), "reason", reason)
+		})
+		r.closers = append(r.closers, pc.Close)
+		r.wg.Go(func() { _ = r.srv.ServeUDP(guarded) })
+	case "tcp":
+		ln, err := net.Listen("tcp", spec.addr)
+		if err != nil {
+			return fmt.Errorf("sip listen tcp %s: %w", spec.addr, err)
+		}
+		r.bound = append(r.bound, ln.Addr())
+		r.closers = append(r.closers, ln.Close)
+		r.wg.Go(func() { _ = r.srv.ServeTCP(ln) })
+	}
+	return nil
+}
+
+// Addrs returns the bound listener addresses as transport:host:port (useful with port 0).
+func (r *Router) Addrs() []string {
+	out := make([]string, 0, len(r.bound))
+	for _, a := range r.bound {
+		tr := "udp"
+		if _, ok := a.(*net.TCPAddr); ok {
+			tr = "tcp"
+		}
+		out = append(out, tr+":"+a.String())
+	}
+	return out
+}
+
+// Stop closes the listeners and the transport layer and waits for the router's goroutines.
+func (r *Router) Stop(ctx context.Context) error {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	var errs []error
+	for _, c := range r.closers {
+		if err := c(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	r.closers = nil
+	if err := r.ua.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close sip transports: %w", err))
+	}
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("sip plane stop: %w", ctx.Err()))
+	}
+	return errors.Join(errs...)
+}
+
+// Ping sends an OPTIONS health probe to a dispatcher destination; it implements
+// dispatcher.Pinger.
+func (r *Router) Ping(ctx context.Context, dst *dispatcher.Destination) (int, error) {
+	ruri := gosip.Uri{Scheme: "sip", Host: dst.Host, Port: dst.Port}
+	req := gosip.NewRequest(gosip.OPTIONS, ruri)
+	tr := strings.ToUpper(dst.Transport)
+	req.SetTransport(tr)
+	req.SetDestination(dst.Addr())
+	r.setLocal(req, dst.Host)
+	via := r.newVia(tr, gosip.GenerateBranchN(16))
+	from := gosip.FromHeader{Address: gosip.Uri{Scheme: "sip", User: "dispatcher", Host: r.viaHost}}
+	from.Params.Add("tag", gosip.GenerateTagN(12))
+	to := gosip.ToHeader{Address: ruri}
+	callID := gosip.CallIDHeader(gosip.GenerateTagN(24))
+	cseq := gosip.CSeqHeader{SeqNo: 1, MethodName: gosip.OPTIONS}
+	mf := gosip.MaxForwardsHeader(70)
+	req.AppendHeader(via)
+	req.AppendHeader(&from)
+	req.AppendHeader(&to)
+	req.AppendHeader(&callID)
+	req.AppendHeader(&cseq)
+	req.AppendHeader(&mf)
+	req.SetBody(nil)
+	tx, err := r.cli.TransactionRequest(ctx, req, prebuilt)
+	if err != nil {
+		return 0, fmt.Errorf("send OPTIONS to %s: %w", dst.Addr(), err)
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			return int(res.StatusCode), nil
+		case <-tx.Done():
+			return 0, fmt.Errorf("OPTIONS to %s: %w", dst.Addr(), tx.Err())
+		case <-ctx.Done():
+			return 0, fmt.Errorf("OPTIONS to %s: no answer: %w", dst.Addr(), ctx.Err())
+		}
+	}
+}
+
+// prebuilt tells sipgo's client that the request is complete: it must add nothing.
+func prebuilt(*sipgo.Client, *gosip.Request) error { return nil }
+
+func (r *Router) newVia(transport, branch string) *gosip.ViaHeader {
+	v := &gosip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport,
+		Host: r.viaHost, Port: r.ports[strings.ToLower(transport)]}
+	v.Params.Add("branch", branch)
+	return v
+}
+
+// setLocal makes UDP requests leave from our listening socket, so the backend sees the
+// address it answers to (sipgo would otherwise open an ephemeral socket per destination).
+func (r *Router) setLocal(req *gosip.Request, host string) {
+	if req.Transport() != "UDP" {
+		return
+	}
+	ip, err := netip.ParseAddr(host)
+	v6 := err == nil && ip.Is6() && !ip.Is4In6()
+	if a, ok := r.udpLocal[v6]; ok {
+		req.Laddr = a
+	}
+}
+
+func hostPortKey(host string, port int) string {
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// isSelf reports whether a URI names this node.
+func (r *Router) isSelf(u *gosip.Uri) bool {
+	port := u.Port
+	if port == 0 {
+		port = 5060
+		if strings.EqualFold(u.Scheme, "sips") {
+			port = 5061
+		}
+	}
+	return r.self[hostPortKey(u.Host, port)]
+}
+
+// levelFloor drops records below min: it quiets a library without touching its globals.
+type levelFloor struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (l levelFloor) Enabled(ctx context.Context, lv slog.Level) bool {
+	return lv >= l.min && l.h.Enabled(ctx, lv)
+}
+func (l levelFloor) Handle(ctx context.Context, rec slog.Record) error { return l.h.Handle(ctx, rec) }
+func (l levelFloor) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFloor{h: l.h.WithAttrs(a), min: l.min}
+}
+func (l levelFloor) WithGroup(g string) slog.Handler {
+	return levelFloor{h: l.h.WithGroup(g), min: l.min}
+}
+
+var _ dispatcher.Pinger = (*Router)(nil)
