@@ -202,7 +202,8 @@ func (d *Dispatcher) publishStates() {
 
 // Select returns the destinations to try for a new call, first choice first, then the
 // failover order. Only destinations that may take a call now are included; an empty result
-// means the set has nothing to offer. The slice is appended to buf.
+// means the set has nothing to offer. The result reuses buf's storage (buf[:0]), so a caller
+// with a stack buffer pays no allocation.
 func (d *Dispatcher) Select(setID int, alg Algorithm, k *Key, buf []*Destination) []*Destination {
 	set := (*d.sets.Load())[setID]
 	if set == nil || len(set.Dests) == 0 {
@@ -306,5 +307,12 @@ func hash(s string) uint32 {
 		h ^= uint32(s[i])
 		h *= 16777619
 	}
+	// FNV's low bits depend only on the low bits of each byte; the final mix (MurmurHash3's
+	// fmix32) spreads every input bit, since the result is taken modulo small set sizes.
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
 	return h
 }
