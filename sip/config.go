@@ -25,6 +25,10 @@ type Config struct {
 	Advertise string `yaml:"advertise"`
 	// MaxMessageSize is the largest SIP message accepted, in bytes. Default 65535.
 	MaxMessageSize int `yaml:"max_message_size"`
+	// UDPBuffer is the kernel receive and send buffer of each UDP socket, in bytes. Bursts
+	// wait there instead of being dropped while the router is busy. The kernel caps it at
+	// net.core.rmem_max / wmem_max. Default 4 MiB.
+	UDPBuffer int `yaml:"udp_buffer"`
 	// Timers are the router's own per-branch timers (Kamailio's fr_timer / fr_inv_timer).
 	Timers TimerConfig `yaml:"timers"`
 	// MaxInflight caps INVITE transactions waiting for a final answer. Past it, new calls get
@@ -72,6 +76,7 @@ func Defaults() Config {
 	return Config{
 		Listen:            []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"},
 		MaxMessageSize:    65535,
+		UDPBuffer:         4 << 20,
 		Timers:            TimerConfig{Response: 2 * time.Second, InviteFinal: 120 * time.Second},
 		MaxInflight:       2000,
 		RetryAfter:        5,
@@ -126,6 +131,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxMessageSize < 1024 || c.MaxMessageSize > 65535 {
 		errs = append(errs, fmt.Errorf("sip.max_message_size %d: must be within 1024..65535", c.MaxMessageSize))
+	}
+	if c.UDPBuffer < 0 {
+		errs = append(errs, errors.New("sip.udp_buffer must not be negative"))
 	}
 	if c.Timers.Response <= 0 || c.Timers.InviteFinal <= 0 {
 		errs = append(errs, errors.New("sip.timers: response and invite_final must be positive"))

@@ -531,6 +531,7 @@ func (r *Router) onStrayResponse(res *gosip.Response) {
 // reply sends a locally generated final response.
 func (r *Router) reply(tx gosip.ServerTransaction, req *gosip.Request, code int, reason string, extra []gosip.Header) {
 	res := gosip.NewResponseFromRequest(req, code, reason, nil)
+	res.SetDestination(req.Source()) // symmetric, as relayed responses (see relayResponse)
 	for _, h := range extra {
 		res.AppendHeader(h)
 	}

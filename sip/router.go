@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emiago/sipgo"
 	gosip "github.com/emiago/sipgo/sip"
@@ -158,6 +159,14 @@ func (r *Router) listen(spec listenSpec) error {
 		pc, err := net.ListenPacket("udp", spec.addr)
 		if err != nil {
 			return fmt.Errorf("sip listen udp %s: %w", spec.addr, err)
+		}
+		if uc, ok := pc.(*net.UDPConn); ok && r.cfg.UDPBuffer > 0 {
+			if err := uc.SetReadBuffer(r.cfg.UDPBuffer); err != nil {
+				r.log.Warn("cannot set UDP receive buffer", "size", r.cfg.UDPBuffer, "error", err)
+			}
+			if err := uc.SetWriteBuffer(r.cfg.UDPBuffer); err != nil {
+				r.log.Warn("cannot set UDP send buffer", "size", r.cfg.UDPBuffer, "error", err)
+			}
 		}
 		ua := pc.LocalAddr().(*net.UDPAddr)
 		r.bound = append(r.bound, ua)
@@ -322,3 +331,26 @@ func (l levelFloor) WithGroup(g string) slog.Handler {
 }
 
 var _ dispatcher.Pinger = (*Router)(nil)
+
+// ApplyProcessSettings sets sipgo's process-wide knobs from the config. sipgo keeps them as
+// package variables, so only main (and a test binary's TestMain) calls this, once, before any
+// Router starts.
+//
+// sipgo refuses to send UDP messages over 1300 bytes and reads at most 32 KiB per datagram.
+// WebRTC SDP alone passes 1300 bytes, and backends listed as UDP often listen on nothing
+// else, so we do what Kamailio does by default: send large messages over UDP (the kernel
+// fragments them) up to max_message_size, and read datagrams of that size.
+//
+// A finished UDP transaction is kept to absorb retransmissions: RFC 3261 says for 64×T1 (32 s,
+// Timers J and L). At a few thousand calls per second that holds hundreds of thousands of
+// parsed messages. Like Kamailio's tm wait timer we keep them for TransactionLinger (5 s): a
+// retransmission later than that is relayed again and the far end answers it as a duplicate.
+func ApplyProcessSettings(cfg Config) {
+	gosip.UDPMTUSize = cfg.MaxMessageSize + 200 // sipgo keeps 200 bytes of headroom below it
+	gosip.TransportBufferReadSize = uint16(cfg.MaxMessageSize)
+	gosip.Timer_J = TransactionLinger
+	gosip.Timer_L = TransactionLinger
+}
+
+// TransactionLinger is how long a finished UDP server transaction absorbs retransmissions.
+const TransactionLinger = 5 * time.Second

@@ -20,7 +20,14 @@ import (
 	"time"
 
 	"github.com/dualgate/dualgate/gateway"
+	"github.com/dualgate/dualgate/sip"
 )
+
+func TestMain(m *testing.M) {
+	// The gateway runs in this process, so the process-wide settings main applies apply here.
+	sip.ApplyProcessSettings(sip.Defaults())
+	os.Exit(m.Run())
+}
 
 func requireSipp(t *testing.T) {
 	t.Helper()

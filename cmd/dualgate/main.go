@@ -13,6 +13,7 @@ import (
 
 	"github.com/dualgate/dualgate/configs"
 	"github.com/dualgate/dualgate/gateway"
+	"github.com/dualgate/dualgate/sip"
 )
 
 func main() {
@@ -53,6 +54,7 @@ func load(path string) (gateway.Config, error) {
 
 func run(cfg gateway.Config, path string) error {
 	log := cfg.Logger()
+	sip.ApplyProcessSettings(cfg.SIP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
