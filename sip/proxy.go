@@ -216,10 +216,26 @@ func (r *Router) prepareForward(fwd, orig *gosip.Request, t target, recordRoute 
 		}
 		fwd.PrependHeader(r.recordRoute(out))
 	}
+	if v := fwd.Via(); v != nil {
+		stampSource(v, orig.Source())
+	}
 	fwd.PrependHeader(r.newVia(t.transport, branch))
 	fwd.SetTransport(t.transport)
 	fwd.SetDestination(t.addr)
 	r.setLocal(fwd, t.host)
+}
+
+// stampSource writes where the request really came from into the sender's Via (RFC 3261
+// §18.2.1 received, RFC 3581 rport, which we set whether or not the sender asked, as Kamailio's
+// force_rport does). Responses we forward statelessly, such as 2xx retransmissions, then reach
+// a caller behind NAT.
+func stampSource(v *gosip.ViaHeader, source string) {
+	ap, err := netip.ParseAddrPort(source)
+	if err != nil {
+		return
+	}
+	v.Params.Add("received", ap.Addr().Unmap().String())
+	v.Params.Add("rport", strconv.Itoa(int(ap.Port())))
 }
 
 func (r *Router) recordRoute(transport string) *gosip.RecordRouteHeader {
@@ -435,13 +451,66 @@ func (r *Router) abandon(tx gosip.ClientTransaction, fwd *gosip.Request, provisi
 				continue
 			}
 			if res.IsSuccess() {
-				// The backend answered after we gave up: end that call rather than leave it up.
-				r.log.Warn("late 2xx on an abandoned branch", "call_id", callID(fwd))
+				// The backend answered after we gave up: end that call rather than leave a
+				// channel up on it that nobody will ever hang up.
+				r.log.Warn("late 2xx on an abandoned branch, hanging it up", "call_id", callID(fwd))
+				r.m.branchFail.WithLabelValues("late_answer").Inc()
+				r.hangUpLate(fwd, res)
 			}
 			return
 		case <-tx.Done():
 			return
 		case <-deadline.C:
+			return
+		}
+	}
+}
+
+// hangUpLate acknowledges a 2xx that arrived on a branch we had abandoned, and sends BYE
+// (RFC 3261 §16.7: a proxy that no longer wants a call it forwarded must still ACK and end it).
+// Both go straight to the backend's Contact: the backend is our next hop, so no route set.
+func (r *Router) hangUpLate(fwd *gosip.Request, res *gosip.Response) {
+	contact := res.Contact()
+	if contact == nil {
+		return
+	}
+	build := func(method gosip.RequestMethod, seq uint32) *gosip.Request {
+		req := gosip.NewRequest(method, contact.Address)
+		req.AppendHeader(r.newVia(fwd.Transport(), gosip.GenerateBranchN(16)))
+		mf := gosip.MaxForwardsHeader(70)
+		req.AppendHeader(&mf)
+		req.AppendHeader(gosip.HeaderClone(res.From()))
+		req.AppendHeader(gosip.HeaderClone(res.To()))
+		req.AppendHeader(gosip.HeaderClone(res.CallID()))
+		cseq := gosip.CSeqHeader{SeqNo: seq, MethodName: method}
+		req.AppendHeader(&cseq)
+		req.SetBody(nil)
+		req.SetTransport(fwd.Transport())
+		req.SetDestination(fwd.Destination())
+		req.Laddr = fwd.Laddr
+		return req
+	}
+	seq := fwd.CSeq().SeqNo
+	if err := r.cli.WriteRequest(build(gosip.ACK, seq), prebuilt); err != nil {
+		r.log.Warn("ACK for late 2xx failed", "call_id", callID(fwd), "error", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 64*gosip.T1)
+	defer cancel()
+	tx, err := r.cli.TransactionRequest(ctx, build(gosip.BYE, seq+1), prebuilt)
+	if err != nil {
+		r.log.Warn("BYE for late 2xx failed", "call_id", callID(fwd), "error", err)
+		return
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if !res.IsProvisional() {
+				return
+			}
+		case <-tx.Done():
+			return
+		case <-ctx.Done():
 			return
 		}
 	}

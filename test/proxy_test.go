@@ -160,6 +160,24 @@ func TestFailover(t *testing.T) {
 			t.Errorf("live backend got %d INVITEs, want 3", n)
 		}
 	})
+	t.Run("late answer on the abandoned branch is ACKed and hung up", func(t *testing.T) {
+		gwPort, slow, live := freePort(t), freePort(t), freePort(t)
+		s := startUAS(t, "uas-late.xml", slow)
+		u := startUAS(t, "uas-rr.xml", live)
+		startGateway(t, gwPort, gwConfig(8, dest(slow, ", priority: 10")+dest(live, ", priority: 1"), ""))
+		res := runUAC(t, scenario("uac-invite.xml"), gwPort, 1, 1)
+		if res.ok != 1 {
+			t.Fatalf("call did not succeed on the second backend\n%s", tail(res.out, 2000))
+		}
+		eventually(t, 5*time.Second, "slow backend got ACK and BYE for its late 200", func() bool {
+			reqs := s.received(t)
+			return count(reqs, "ACK") == 1 && count(reqs, "BYE") == 1
+		})
+		u.stop()
+		if n := count(u.received(t), "INVITE"); n != 1 {
+			t.Errorf("live backend got %d INVITEs, want 1", n)
+		}
+	})
 	t.Run("every backend dead: caller gets 503", func(t *testing.T) {
 		gwPort, d1, d2 := freePort(t), freePort(t), freePort(t)
 		startGateway(t, gwPort, gwConfig(4, dest(d1, "")+dest(d2, ""), ""))
