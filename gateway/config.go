@@ -138,6 +138,9 @@ func (c Config) DestinationSpecs() ([]dispatcher.Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher.list_file %s: %w", p, err)
 	}
+	for i := range fromFile {
+		fromFile[i].Origin = p + " " + fromFile[i].Origin
+	}
 	return append(specs, fromFile...), nil
 }
 

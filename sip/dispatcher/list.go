@@ -23,6 +23,16 @@ type Spec struct {
 	DUID     string `yaml:"duid"`
 	// State is the configured administrative state: active (default), draining or disabled.
 	State string `yaml:"state"`
+	// Origin says where the spec came from ("line 12"), so errors point at it.
+	Origin string `yaml:"-"`
+}
+
+// where names a spec in error messages: its list line if it has one, else its position.
+func (s Spec) where(i int) string {
+	if s.Origin != "" {
+		return s.Origin
+	}
+	return fmt.Sprintf("destination %d", i+1)
 }
 
 // ParseList reads Kamailio's dispatcher.list format: one destination per line,
@@ -45,6 +55,7 @@ func ParseList(r io.Reader) ([]Spec, error) {
 			errs = append(errs, fmt.Errorf("line %d: %w", line, err))
 			continue
 		}
+		s.Origin = fmt.Sprintf("line %d", line)
 		specs = append(specs, s)
 	}
 	if err := sc.Err(); err != nil {
@@ -121,11 +132,11 @@ func build(specs []Spec) (map[int]*Set, error) {
 		d := &Destination{SetID: s.SetID, URI: s.URI, Priority: s.Priority, Weight: s.Weight,
 			RWeight: s.RWeight, MaxLoad: s.MaxLoad, DUID: s.DUID, calls: new(atomic.Int64)}
 		if err := d.parseURI(); err != nil {
-			errs = append(errs, fmt.Errorf("destination %d: %w", i+1, err))
+			errs = append(errs, fmt.Errorf("%s: %w", s.where(i), err))
 			continue
 		}
 		if s.Weight < 0 || s.RWeight < 0 || s.MaxLoad < 0 {
-			errs = append(errs, fmt.Errorf("destination %d (%s): weight, rweight and maxload must not be negative", i+1, s.URI))
+			errs = append(errs, fmt.Errorf("%s (%s): weight, rweight and maxload must not be negative", s.where(i), s.URI))
 			continue
 		}
 		if d.Weight == 0 {
@@ -136,7 +147,7 @@ func build(specs []Spec) (map[int]*Set, error) {
 		}
 		st, err := ParseState(s.State)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("destination %d (%s): %w", i+1, s.URI, err))
+			errs = append(errs, fmt.Errorf("%s (%s): %w", s.where(i), s.URI, err))
 			continue
 		}
 		switch {
@@ -147,7 +158,7 @@ func build(specs []Spec) (map[int]*Set, error) {
 		}
 		d.state.Store(int32(st))
 		if seen[d.key()] {
-			errs = append(errs, fmt.Errorf("destination %d: %s appears twice in set %d", i+1, s.URI, s.SetID))
+			errs = append(errs, fmt.Errorf("%s: %s appears twice in set %d", s.where(i), s.URI, s.SetID))
 			continue
 		}
 		seen[d.key()] = true

@@ -64,6 +64,11 @@ func TestParseList(t *testing.T) {
 				t.Fatalf("got %d specs %+v, want %d", len(got), got, len(tt.want))
 			}
 			for i := range got {
+				// Origin points errors at the list line; every parsed spec must have one.
+				if !strings.HasPrefix(got[i].Origin, "line ") {
+					t.Errorf("spec %d has origin %q, want \"line N\"", i, got[i].Origin)
+				}
+				got[i].Origin = ""
 				if got[i] != tt.want[i] {
 					t.Errorf("spec %d:\n got %+v\nwant %+v", i, got[i], tt.want[i])
 				}
