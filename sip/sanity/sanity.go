@@ -141,10 +141,10 @@ func headers(hs []gosip.Header, body []byte, method string) error {
 			nVia++
 		case *gosip.FromHeader:
 			nFrom++
-			err = address(&h.Address, h.DisplayName, "From")
+			err = address(&h.Address, "From")
 		case *gosip.ToHeader:
 			nTo++
-			err = address(&h.Address, h.DisplayName, "To")
+			err = address(&h.Address, "To")
 		case *gosip.CallIDHeader:
 			nCallID++
 			if !isCallID(string(*h)) {
@@ -173,18 +173,18 @@ func headers(hs []gosip.Header, body []byte, method string) error {
 			}
 		case *gosip.ContactHeader:
 			if v, ok := h.Params.Get("expires"); ok && !isDelta(v) {
-				err = bad("Contact expires out of range")
+				err = bad("Malformed Contact expires")
 			}
 		default:
 			switch name := h.Name(); {
 			case strings.EqualFold(name, "Expires"):
 				nExpires++
 				if !isDelta(h.Value()) {
-					err = bad("Expires out of range")
+					err = bad("Malformed Expires")
 				}
 			case strings.EqualFold(name, "Retry-After"):
 				if !isDelta(leadingDigits(h.Value())) {
-					err = bad("Retry-After out of range")
+					err = bad("Malformed Retry-After")
 				}
 			case strings.EqualFold(name, "Warning"):
 				if !isWarnCode(h.Value()) {
@@ -257,10 +257,10 @@ func via(h *gosip.ViaHeader, top bool) error {
 	return nil
 }
 
-func address(u *gosip.Uri, display, name string) error {
-	if !isQuotedBalanced(display) {
-		return bad("Unbalanced quotes in " + name)
-	}
+// address checks a From or To URI. Display names need no check here: sipgo
+// refuses an unbalanced quote, and the other display-name errors (RFC 4475
+// baddn) are only visible to Datagram.
+func address(u *gosip.Uri, name string) error {
 	switch u.Scheme {
 	case "":
 		return bad("Malformed " + name + " URI")
@@ -272,20 +272,6 @@ func address(u *gosip.Uri, display, name string) error {
 		}
 	}
 	return nil
-}
-
-// isQuotedBalanced reports whether every '"' in a display name is escaped.
-// sipgo strips the outer quotes and keeps quoted-pairs as they were.
-func isQuotedBalanced(s string) bool {
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '"':
-			return false
-		}
-	}
-	return true
 }
 
 // isHost accepts hostnames, IPv4 and IPv6 (sipgo stores Via hosts without
@@ -411,7 +397,7 @@ func Datagram(data []byte, maxSize int) Verdict {
 	}
 	var d defect
 	if maxSize > 0 && len(data) > maxSize {
-		d = defect{513, "Message Too Large"}
+		d = defect{513, "Message Too Large"} // RFC 3261 §21.5.14
 	} else {
 		d = inspect(data)
 	}
@@ -425,8 +411,9 @@ func Datagram(data []byte, maxSize int) Verdict {
 	return Verdict{Action: Reject, Status: d.status, Reason: d.reason, Response: resp}
 }
 
-// isKeepAlive matches the RFC 5626 §3.5.1 CRLF keep-alive and the all-NUL
-// datagrams sipgo also skips.
+// isKeepAlive matches the CRLF keep-alives (RFC 5626 §3.5.1) that some UAs
+// send over UDP too, and the all-NUL datagrams sipgo also skips. Neither is an
+// error worth reporting.
 func isKeepAlive(data []byte) bool {
 	for _, c := range data {
 		if c != '\r' && c != '\n' && c != 0 {
@@ -444,13 +431,20 @@ type defect struct {
 var (
 	errStartLine  = defect{400, "Malformed Request-Line"}
 	errStatusLine = defect{400, "Malformed Status-Line"}
+	errNoCRLF     = defect{400, "Line not terminated by CRLF"}
+	errBareCR     = defect{400, "Bare CR"}
 )
 
 // inspect returns the first defect of a datagram, or a zero defect.
 func inspect(data []byte) defect {
 	lf := bytes.IndexByte(data, '\n')
-	if lf < 1 || data[lf-1] != '\r' || bytes.IndexByte(data[:lf-1], '\r') >= 0 {
+	switch {
+	case lf < 0:
 		return errStartLine
+	case lf == 0 || data[lf-1] != '\r':
+		return errNoCRLF
+	case bytes.IndexByte(data[:lf-1], '\r') >= 0:
+		return errBareCR
 	}
 	line := data[:lf-1]
 	s := scanner{data: data}
@@ -581,11 +575,11 @@ func (s *scanner) headers(pos int) defect {
 		}
 		end := pos + nl
 		if nl == 0 || data[end-1] != '\r' {
-			return defect{400, "Bare LF in header section"}
+			return errNoCRLF
 		}
 		line := data[pos : end-1]
 		if bytes.IndexByte(line, '\r') >= 0 {
-			return defect{400, "Bare CR in header section"}
+			return errBareCR
 		}
 		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
 			if kind == hNone {
@@ -673,6 +667,9 @@ func nameAddr(v []byte, list bool, name string) defect {
 	inQ, inB, seen := false, false, false
 	for i := 0; i < len(v); i++ {
 		c := v[i]
+		if isAlnum(c) {
+			continue // most of the value, and never special
+		}
 		switch {
 		case inQ:
 			if c == '\\' {
@@ -825,6 +822,11 @@ type span struct{ start, end int } // a header field, folded lines included
 // scalar02) means Drop, since a client could not parse the answer either.
 // Response is deliberately not applied: it would refuse the 505 to SIP/7.0
 // (badvers) for echoing the SIP/7.0 Via that the client will look for.
+//
+// The answer goes to an unauthenticated source address, so it must not be an
+// amplifier: it is at most the echoed lines plus a status line, a tag and
+// Content-Length, under 5/4 of the datagram plus 128 octets (FuzzInbound
+// checks this).
 func reply(data []byte, d defect) []byte {
 	first, pos := nextLine(data, 0)
 	sp := bytes.IndexByte(first, ' ')
@@ -965,6 +967,9 @@ func hasTag(v []byte) bool {
 	inQ, inB := false, false
 	for i := 0; i < len(v); i++ {
 		c := v[i]
+		if isAlnum(c) {
+			continue // most of the value, and never special
+		}
 		switch {
 		case inQ:
 			if c == '\\' {
