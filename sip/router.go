@@ -106,8 +106,9 @@ func New(cfg Config, disp *dispatcher.Dispatcher, log *slog.Logger, reg promethe
 	return r, nil
 }
 
-// Start binds every listener (so a port conflict fails the start), then serves them and runs
-// dialog housekeeping until Stop.
+// Start binds every listener (so a port conflict fails the start), works out the addresses
+// that name this node, and only then serves the sockets: a request that arrives at once must
+// find that state complete.
 func (r *Router) Start(ctx context.Context) error {
 	ctx, r.cancel = context.WithCancel(ctx)
 	r.ports = map[string]int{}
@@ -115,16 +116,18 @@ func (r *Router) Start(ctx context.Context) error {
 	r.udpLocal = map[bool]gosip.Addr{}
 	advHost, advPort, _ := splitAdvertise(r.cfg.Advertise)
 
+	var serve []func()
 	for _, l := range r.cfg.Listen {
 		spec, _ := parseListen(l) // validated in New
-		if err := r.listen(spec); err != nil {
+		fn, err := r.bind(spec)
+		if err != nil {
 			r.Stop(context.Background())
 			return err
 		}
+		serve = append(serve, fn)
 	}
-	first := r.bound[0]
 	if advHost == "" {
-		advHost, _, _ = net.SplitHostPort(first.String())
+		advHost, _, _ = net.SplitHostPort(r.bound[0].String())
 		if ip := net.ParseIP(advHost); ip != nil && ip.IsUnspecified() {
 			r.Stop(context.Background())
 			return errors.New("sip.advertise is required when listening on an unspecified address")
@@ -148,17 +151,21 @@ func (r *Router) Start(ctx context.Context) error {
 		r.self[hostPortKey(advHost, r.ports[tr])] = true
 	}
 
+	for _, fn := range serve {
+		r.wg.Go(fn)
+	}
 	r.wg.Go(func() { r.dialogs.sweep(ctx, r.cfg.MaxDialogDuration) })
 	r.log.Info("sip plane started", "listen", r.Addrs(), "advertise", r.viaHost)
 	return nil
 }
 
-func (r *Router) listen(spec listenSpec) error {
+// bind opens one listener and returns the function that serves it.
+func (r *Router) bind(spec listenSpec) (func(), error) {
 	switch spec.transport {
 	case "udp":
 		pc, err := net.ListenPacket("udp", spec.addr)
 		if err != nil {
-			return fmt.Errorf("sip listen udp %s: %w", spec.addr, err)
+			return nil, fmt.Errorf("sip listen udp %s: %w", spec.addr, err)
 		}
 		if uc, ok := pc.(*net.UDPConn); ok && r.cfg.UDPBuffer > 0 {
 			if err := uc.SetReadBuffer(r.cfg.UDPBuffer); err != nil {
@@ -179,17 +186,16 @@ func (r *Router) listen(spec listenSpec) error {
 			r.log.Debug("malformed datagram refused", "remote", src.String(), "reason", reason)
 		})
 		r.closers = append(r.closers, pc.Close)
-		r.wg.Go(func() { _ = r.srv.ServeUDP(guarded) })
-	case "tcp":
+		return func() { _ = r.srv.ServeUDP(guarded) }, nil
+	default: // "tcp"
 		ln, err := net.Listen("tcp", spec.addr)
 		if err != nil {
-			return fmt.Errorf("sip listen tcp %s: %w", spec.addr, err)
+			return nil, fmt.Errorf("sip listen tcp %s: %w", spec.addr, err)
 		}
 		r.bound = append(r.bound, ln.Addr())
 		r.closers = append(r.closers, ln.Close)
-		r.wg.Go(func() { _ = r.srv.ServeTCP(ln) })
+		return func() { _ = r.srv.ServeTCP(ln) }, nil
 	}
-	return nil
 }
 
 // Addrs returns the bound listener addresses as transport:host:port (useful with port 0).
