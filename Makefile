@@ -29,7 +29,7 @@ fuzz:
 
 # Call-rate benchmark: dualgate and Kamailio (if installed) under the same sipp load.
 bench: build
-	./bench/sip-bench.sh
+	bash bench/sip-bench.sh
 
 clean:
 	rm -rf bin

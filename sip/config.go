@@ -163,8 +163,15 @@ func splitAdvertise(s string) (string, int, error) {
 		}
 		return host, p, nil
 	}
-	if strings.ContainsAny(s, "[]") || strings.Count(s, ":") == 1 {
-		return "", 0, fmt.Errorf("sip.advertise %q: want host or host:port", s)
+	if strings.Contains(s, ":") {
+		// Without a port, a colon is only allowed inside a bare IPv6 address.
+		if ip, err := netip.ParseAddr(s); err != nil || !ip.Is6() {
+			return "", 0, fmt.Errorf("sip.advertise %q: want host, host:port or [ipv6]:port", s)
+		}
+		return s, 0, nil
+	}
+	if s == "" || strings.ContainsAny(s, "[] /") {
+		return "", 0, fmt.Errorf("sip.advertise %q: want host, host:port or [ipv6]:port", s)
 	}
 	return s, 0, nil
 }

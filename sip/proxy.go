@@ -22,12 +22,13 @@ type target struct {
 	host      string
 	transport string                  // "UDP", "TCP", "TLS"
 	dst       *dispatcher.Destination // nil for in-dialog next hops
+	popRoutes int                     // our own Route entries to remove before sending
 }
 
 func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 	method := string(req.Method)
 	r.m.requests.WithLabelValues(methodLabel(method)).Inc()
-	log := r.log.With("call_id", callID(req), "method", method, "remote", req.Source())
+	log := reqLog{log: r.log, req: req}
 
 	if err := sanity.Request(req); err != nil {
 		code, reason := sanityAnswer(err)
@@ -124,7 +125,7 @@ func (r *Router) onAck(req *gosip.Request, _ gosip.ServerTransaction) {
 	if !ok {
 		return
 	}
-	fwd := req.Clone()
+	fwd := forwardCopy(req)
 	r.prepareForward(fwd, req, next, false, statelessBranch(req))
 	if err := r.cli.WriteRequest(fwd, prebuilt); err != nil {
 		r.log.Warn("forward ACK failed", "call_id", callID(req), "backend", next.addr, "error", err)
@@ -158,20 +159,34 @@ func sourceAddr(req *gosip.Request) netip.Addr {
 }
 
 // looseRoute implements RFC 3261 §16.4: when the top Route is ours (one entry, or two after a
-// transport change, RFC 5658), pop it and send to the next Route, or else to the Request-URI.
+// transport change, RFC 5658), the request goes to the next Route, or else to the
+// Request-URI. It only reads req (sipgo's own timers read the received request concurrently);
+// the returned target says how many Route entries to pop from the copy we send.
 func (r *Router) looseRoute(req *gosip.Request) (target, bool) {
-	rt := req.Route()
-	if rt == nil || !r.isSelf(&rt.Address) {
+	routes := req.GetHeaders("Route")
+	pop := 0
+	for pop < len(routes) && pop < 2 {
+		rt, ok := routes[pop].(*gosip.RouteHeader)
+		if !ok || !r.isSelf(&rt.Address) {
+			break
+		}
+		pop++
+	}
+	if pop == 0 {
 		return target{}, false
 	}
-	req.RemoveHeader("Route")
-	if rt = req.Route(); rt != nil && r.isSelf(&rt.Address) {
-		req.RemoveHeader("Route")
+	var t target
+	if pop < len(routes) {
+		rt, ok := routes[pop].(*gosip.RouteHeader)
+		if !ok {
+			return target{}, false
+		}
+		t = uriTarget(&rt.Address)
+	} else {
+		t = uriTarget(&req.Recipient)
 	}
-	if rt = req.Route(); rt != nil {
-		return uriTarget(&rt.Address), true
-	}
-	return uriTarget(&req.Recipient), true
+	t.popRoutes = pop
+	return t, true
 }
 
 func uriTarget(u *gosip.Uri) target {
@@ -193,9 +208,36 @@ func uriTarget(u *gosip.Uri) target {
 	return target{addr: hostPortKey(host, port), host: host, transport: tr}
 }
 
-// prepareForward turns a clone of the received request into the one we send (RFC 3261 §16.6):
+// forwardCopy makes the request we send from the one we received. It shares the received
+// header objects rather than deep-copying them all (sipgo's Clone was a fifth of all
+// allocation under load). The copy has its own header list, so prepareForward may add, pop
+// and replace headers on it; the only header object it edits in place, the sender's Via, is
+// copied.
+func forwardCopy(req *gosip.Request) *gosip.Request {
+	fwd := gosip.NewRequest(req.Method, req.Recipient)
+	fwd.SipVersion = req.SipVersion
+	topVia := true
+	for _, h := range req.Headers() {
+		if v, ok := h.(*gosip.ViaHeader); ok && topVia {
+			// The sender's Via gets received/rport stamped: that edit needs its own copy, as
+			// sipgo's 100 Trying timer reads the received request's Via concurrently.
+			topVia = false
+			h = v.Clone()
+		}
+		fwd.AppendHeader(h)
+	}
+	fwd.SetBody(req.Body())
+	fwd.SetTransport(req.Transport())
+	fwd.SetSource(req.Source())
+	return fwd
+}
+
+// prepareForward turns a copy of the received request into the one we send (RFC 3261 §16.6):
 // Max-Forwards decremented, our Via on top, Record-Route for dialog-creating requests.
 func (r *Router) prepareForward(fwd, orig *gosip.Request, t target, recordRoute bool, branch string) {
+	for range t.popRoutes {
+		fwd.RemoveHeader("Route")
+	}
 	mf := gosip.MaxForwardsHeader(70)
 	if h := orig.MaxForwards(); h != nil {
 		mf = gosip.MaxForwardsHeader(h.Val() - 1)
@@ -249,7 +291,7 @@ func (r *Router) recordRoute(transport string) *gosip.RecordRouteHeader {
 
 // relayInDialog sends an in-dialog request to its next hop. It is never re-dispatched: the
 // dialog lives on the backend that answered.
-func (r *Router) relayInDialog(req *gosip.Request, tx gosip.ServerTransaction, next target, log *slog.Logger) {
+func (r *Router) relayInDialog(req *gosip.Request, tx gosip.ServerTransaction, next target, log reqLog) {
 	if req.Method == gosip.BYE {
 		r.dialogs.end(callID(req), "bye")
 	}
@@ -267,7 +309,7 @@ const (
 // relay forwards req statefully to the targets in order until one gives a final answer that
 // is not worth failing over from. It returns only when the server transaction has its final
 // response: sipgo ends the transaction when the handler returns.
-func (r *Router) relay(req *gosip.Request, tx gosip.ServerTransaction, targets []target, initial bool, log *slog.Logger) {
+func (r *Router) relay(req *gosip.Request, tx gosip.ServerTransaction, targets []target, initial bool, log reqLog) {
 	cancelled := make(chan struct{})
 	if req.IsInvite() {
 		tx.OnCancel(func(*gosip.Request) { close(cancelled) })
@@ -311,19 +353,22 @@ func (r *Router) relay(req *gosip.Request, tx gosip.ServerTransaction, targets [
 func failoverCode(code int) bool { return code == 408 || (code >= 500 && code < 600) }
 
 func (r *Router) branch(req *gosip.Request, stx gosip.ServerTransaction, t target, dialogCreating, initial bool,
-	cancelled <-chan struct{}, d *dialog, log *slog.Logger) (branchOutcome, *gosip.Response) {
-	fwd := req.Clone()
+	cancelled <-chan struct{}, d *dialog, log reqLog) (branchOutcome, *gosip.Response) {
+	fwd := forwardCopy(req)
 	r.prepareForward(fwd, req, t, dialogCreating, r.branchID(req))
 	backend := t.addr
 	if t.dst != nil {
 		backend = t.dst.URI
 	}
-	log = log.With("backend", backend)
+	log.backend = backend
 	start := time.Now()
 
-	// sipgo uses this context only to set up the connection (a TCP dial); the transaction
-	// itself is ours to end.
-	dialCtx, cancel := context.WithTimeout(context.Background(), r.cfg.Timers.Response)
+	// sipgo uses this context only to set up a connection (a TCP dial); the transaction itself
+	// is ours to end. UDP dials nothing, so it gets no timer.
+	dialCtx, cancel := context.Background(), context.CancelFunc(func() {})
+	if t.transport != "UDP" {
+		dialCtx, cancel = context.WithTimeout(dialCtx, r.cfg.Timers.Response)
+	}
 	btx, err := r.cli.TransactionRequest(dialCtx, fwd, prebuilt)
 	cancel()
 	if err != nil {
@@ -413,6 +458,31 @@ func (r *Router) branch(req *gosip.Request, stx gosip.ServerTransaction, t targe
 		}
 	}
 }
+
+// reqLog logs with the request's fields (call_id, method, remote, backend), building them only
+// when a record is actually written: a per-request slog.Logger.With costs an allocation and a
+// pre-formatting pass on every message, logged or not.
+type reqLog struct {
+	log     *slog.Logger
+	req     *gosip.Request
+	backend string
+}
+
+func (l reqLog) emit(level slog.Level, msg string, args ...any) {
+	if !l.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := make([]any, 0, len(args)+8)
+	attrs = append(attrs, "call_id", callID(l.req), "method", string(l.req.Method), "remote", l.req.Source())
+	if l.backend != "" {
+		attrs = append(attrs, "backend", l.backend)
+	}
+	l.log.Log(context.Background(), level, msg, append(attrs, args...)...)
+}
+
+func (l reqLog) Debug(msg string, args ...any) { l.emit(slog.LevelDebug, msg, args...) }
+func (l reqLog) Info(msg string, args ...any)  { l.emit(slog.LevelInfo, msg, args...) }
+func (l reqLog) Warn(msg string, args ...any)  { l.emit(slog.LevelWarn, msg, args...) }
 
 func closed(ch <-chan struct{}) bool {
 	select {
@@ -553,8 +623,11 @@ func (r *Router) sendCancel(fwd *gosip.Request) {
 // relayResponse strips our Via and passes the response upstream through the server transaction,
 // to the address the request came from (RFC 3581 symmetric response routing, which phones
 // behind NAT need whether or not they asked for rport).
+//
+// The response is edited in place: the client transaction has handed it over and keeps no use
+// for it.
 func (r *Router) relayResponse(tx gosip.ServerTransaction, req *gosip.Request, res *gosip.Response) {
-	out := res.Clone()
+	out := res
 	out.RemoveHeader("Via")
 	out.SetDestination(req.Source())
 	r.m.replies.WithLabelValues(methodLabel(string(res.CSeq().MethodName)), strconv.Itoa(int(res.StatusCode))).Inc()

@@ -209,13 +209,24 @@ type uacResult struct {
 // runUAC runs a bounded sipp caller against the gateway.
 func runUAC(t *testing.T, scenPath string, gwPort, calls int, rate int, extra ...string) uacResult {
 	t.Helper()
+	return runSippUAC(t, scenPath, "127.0.0.1", fmt.Sprintf("127.0.0.1:%d", gwPort), calls, rate, extra...)
+}
+
+// runUAC6 runs a bounded sipp caller to the gateway over IPv6 loopback.
+func runUAC6(t *testing.T, gwPort, calls int) uacResult {
+	t.Helper()
+	return runSippUAC(t, scenario("uac-invite.xml"), "::1", fmt.Sprintf("[::1]:%d", gwPort), calls, calls)
+}
+
+func runSippUAC(t *testing.T, scenPath, localIP, target string, calls int, rate int, extra ...string) uacResult {
+	t.Helper()
 	dir := t.TempDir()
-	args := []string{"-sf", scenPath, "-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "-s", "1000",
+	args := []string{"-sf", scenPath, "-i", localIP, "-p", strconv.Itoa(freePort(t)), "-s", "1000",
 		"-nostdin", "-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate), "-d", "50",
 		"-timeout", "30", "-timeout_error", "-trace_stat", "-stf", filepath.Join(dir, "stat.csv"),
 		"-trace_err", "-error_file", filepath.Join(dir, "err.log")}
 	args = append(args, extra...)
-	args = append(args, fmt.Sprintf("127.0.0.1:%d", gwPort))
+	args = append(args, target)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sipp", args...)

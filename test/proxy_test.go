@@ -256,3 +256,27 @@ func TestProbingMarksDeadBackendAndRecovers(t *testing.T) {
 	startUAS(t, "uas-rr.xml", p)
 	eventually(t, 3*time.Second, "restarted backend marked active", func() bool { return state() == dispatcher.Active })
 }
+
+func TestIPv6Listeners(t *testing.T) {
+	requireSipp(t)
+	gwPort, p := freePort(t), freePort(t)
+	u := startUAS(t, "uas-rr.xml", p)
+	cfg := strings.Replace(gwConfig(4, dest(p, ""), ""),
+		`listen: ["udp:127.0.0.1:%PORT%", "tcp:127.0.0.1:%PORT%"]`,
+		`listen: ["udp:[::1]:%PORT%", "tcp:[::1]:%PORT%", "udp:127.0.0.1:%PORT%"]`, 1)
+	gw := startGateway(t, gwPort, cfg)
+	if got := strings.Join(gw.Router().Addrs(), " "); !strings.Contains(got, "udp:[::1]:") || !strings.Contains(got, "tcp:[::1]:") {
+		t.Fatalf("IPv6 listeners not bound: %s", got)
+	}
+	// The caller speaks IPv6 to the gateway, the backend IPv4: the gateway bridges the two
+	// families, and the ACK and BYE find their way back through the IPv6 Record-Route.
+	res := runUAC6(t, gwPort, 3)
+	if res.ok != 3 {
+		t.Fatalf("%d of 3 calls over IPv6 succeeded\n%s", res.ok, tail(res.out, 2000))
+	}
+	u.stop()
+	reqs := u.received(t)
+	if count(reqs, "INVITE") != 3 || count(reqs, "BYE") != 3 {
+		t.Errorf("backend got %d INVITEs and %d BYEs, want 3 and 3", count(reqs, "INVITE"), count(reqs, "BYE"))
+	}
+}

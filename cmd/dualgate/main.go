@@ -6,6 +6,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,6 +26,7 @@ func main() {
 	}
 	fs := flag.NewFlagSet("dualgate "+cmd, flag.ExitOnError)
 	path := fs.String("config", "", "config file (default: the embedded development config)")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (off by default; keep it on loopback)")
 	_ = fs.Parse(args)
 
 	cfg, err := load(*path)
@@ -38,6 +41,13 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if *pprofAddr != "" {
+		// Until the HTTP plane's admin listener exists, profiling gets its own loopback port.
+		go func() {
+			srv := &http.Server{Addr: *pprofAddr, ReadHeaderTimeout: 5 * time.Second}
+			fmt.Fprintln(os.Stderr, "pprof:", srv.ListenAndServe())
+		}()
 	}
 	if err := run(cfg, *path); err != nil {
 		fmt.Fprintln(os.Stderr, err)
