@@ -572,18 +572,7 @@ func (r *Router) hangUpLate(fwd *gosip.Request, res *gosip.Response) {
 		return
 	}
 	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			if !res.IsProvisional() {
-				return
-			}
-		case <-tx.Done():
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
+	_, _ = finalResponse(ctx, tx) // whatever it answers, the call is over for us
 }
 
 // sendCancel builds the CANCEL for a branch we forwarded (RFC 3261 §9.1): same Request-URI,
@@ -613,11 +602,7 @@ func (r *Router) sendCancel(fwd *gosip.Request) {
 		return
 	}
 	defer tx.Terminate()
-	select {
-	case <-tx.Responses():
-	case <-tx.Done():
-	case <-ctx.Done():
-	}
+	_, _ = finalResponse(ctx, tx) // the INVITE branch sees the outcome (487 or the answer)
 }
 
 // relayResponse strips our Via and passes the response upstream through the server transaction,

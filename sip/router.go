@@ -264,17 +264,26 @@ func (r *Router) Ping(ctx context.Context, dst *dispatcher.Destination) (int, er
 		return 0, fmt.Errorf("send OPTIONS to %s: %w", dst.Addr(), err)
 	}
 	defer tx.Terminate()
+	res, err := finalResponse(ctx, tx)
+	if err != nil {
+		return 0, fmt.Errorf("OPTIONS to %s: %w", dst.Addr(), err)
+	}
+	return int(res.StatusCode), nil
+}
+
+// finalResponse waits for a client transaction's final response.
+func finalResponse(ctx context.Context, tx gosip.ClientTransaction) (*gosip.Response, error) {
 	for {
 		select {
 		case res := <-tx.Responses():
 			if res.IsProvisional() {
 				continue
 			}
-			return int(res.StatusCode), nil
+			return res, nil
 		case <-tx.Done():
-			return 0, fmt.Errorf("OPTIONS to %s: %w", dst.Addr(), tx.Err())
+			return nil, tx.Err()
 		case <-ctx.Done():
-			return 0, fmt.Errorf("OPTIONS to %s: no answer: %w", dst.Addr(), ctx.Err())
+			return nil, fmt.Errorf("no answer: %w", ctx.Err())
 		}
 	}
 }
