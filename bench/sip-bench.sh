@@ -7,7 +7,7 @@
 # then stop the proxy (by PID). Then dualgate again at OVERLOAD x its highest clean rate, to see
 # whether it keeps completing calls and refuses the excess with 503 + Retry-After.
 # Every step starts two fresh sipp backends (test/scenarios/uas-rr.xml on 127.0.0.1:5070 and
-# :5071) and one sipp caller (test/scenarios/uac-invite.xml; bench/uac-overload.xml for the
+# :5071) and one sipp caller (test/scenarios/uac-invite.xml; test/scenarios/uac-overload.xml for the
 # overload step) on 127.0.0.1:5080. Everything is loopback, bounded by sipp -m and timeout(1),
 # and stopped by PID on exit (also on Ctrl-C). See bench/README.md for how to read the output.
 #
@@ -22,6 +22,8 @@
 #   MAX_RETRANS_PCT=0.1  retransmissions allowed (% of calls) in a clean step
 #   KAMAILIO=/usr/sbin/kamailio   KAM_CHILDREN=4 (UDP worker processes)
 #   DUALGATE=bin/dualgate         OUT=bench/results/<time>   (raw sipp output per step)
+#   OVERLOAD_CAP=N       sip.max_cps for the profile and overload steps (default: the
+#                        measured max clean rate; 0 = no cap)
 #   PORT_OFFSET=0        shift every port (5060, 5070, 5071, 5080) by this much, e.g. when
 #                        someone else's proxy already holds 5060 on a shared machine; the
 #                        configs are then rewritten into OUT (the files in bench/ stay as they are)
@@ -51,7 +53,7 @@ UAC_PORT=$(( 5080 + PORT_OFFSET ))
 BACKEND_PORTS=($(( 5070 + PORT_OFFSET )) $(( 5071 + PORT_OFFSET )))
 UAC_SCEN=$ROOT/test/scenarios/uac-invite.xml
 UAS_SCEN=$ROOT/test/scenarios/uas-rr.xml
-OVL_SCEN=$BENCH_DIR/uac-overload.xml
+OVL_SCEN=$ROOT/test/scenarios/uac-overload.xml
 DG_CONFIG=$BENCH_DIR/dualgate-bench.yaml
 KAM_CFG=$BENCH_DIR/kamailio/kamailio.cfg
 KAM_LIST=$BENCH_DIR/kamailio/dispatcher.list
@@ -178,7 +180,7 @@ header() {
 }
 
 # run_step proxy mode rate secs -> prints one row, sets S_* globals; returns 0 if clean.
-# mode: ladder | profile (ladder step with perf attached) | overload (bench/uac-overload.xml)
+# mode: ladder | profile (ladder step with perf attached) | overload (test/scenarios/uac-overload.xml)
 run_step() {
   local proxy=$1 mode=$2 rate=$3 secs=$4
   local dir="$OUT/$proxy-$mode-$rate" scen=$UAC_SCEN
@@ -340,6 +342,16 @@ if [[ $PROFILE == 1 ]]; then
 fi
 if [[ ($PROFILE == 1 && -z $PROF_LINE) || $OVL_RATE -gt 0 ]]; then
   echo
+  # As an operator would after measuring: cap new calls at the clean rate (sip.max_cps), so the
+  # excess is refused with a stateless 503 instead of dragging every call down.
+  # OVERLOAD_CAP=0 runs the overload step without a cap.
+  CAP=${OVERLOAD_CAP:-$DG_MAX}
+  if [[ $CAP -gt 0 ]]; then
+    sed "s/^  retry_after: .*/&\n  max_cps: $CAP/" "$DG_CONFIG" >"$OUT/dualgate-capped.yaml"
+    grep -q "max_cps: $CAP" "$OUT/dualgate-capped.yaml" || die "could not add max_cps to $DG_CONFIG"
+    DG_CONFIG=$OUT/dualgate-capped.yaml
+    echo "NOTE dualgate restarted with sip.max_cps=$CAP for the profile and overload steps"
+  fi
   if start_proxy dualgate overload; then
     header
     if [[ $PROFILE == 1 && -z $PROF_LINE ]]; then

@@ -78,8 +78,13 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 		r.reply(tx, req, 404, "No Route", nil)
 		return
 	}
-	isInvite := req.IsInvite()
-	if isInvite {
+	if req.IsInvite() {
+		// UDP calls were already counted against max_cps before parsing (admit.go).
+		if req.Transport() != "UDP" && !r.admitNewCall() {
+			r.m.rejected.WithLabelValues("overload").Inc()
+			r.reply(tx, req, 503, "Overloaded", r.retryAfter())
+			return
+		}
 		if r.inflight.Add(1) > int64(r.cfg.MaxInflight) {
 			r.inflight.Add(-1)
 			r.m.rejected.WithLabelValues("overload").Inc()

@@ -26,6 +26,7 @@ import (
 	"github.com/emiago/sipgo"
 	gosip "github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/dualgate/dualgate/sip/dispatcher"
 	"github.com/dualgate/dualgate/sip/sanity"
@@ -55,6 +56,7 @@ type Router struct {
 	bound    []net.Addr
 
 	inflight atomic.Int64
+	limiter  *rate.Limiter // nil: no cap on new calls per second
 	closers  []func() error
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc
@@ -65,7 +67,7 @@ func New(cfg Config, disp *dispatcher.Dispatcher, log *slog.Logger, reg promethe
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, log: log, disp: disp, m: newMetrics(reg)}
+	r := &Router{cfg: cfg, log: log, disp: disp, m: newMetrics(reg), limiter: newLimiter(cfg.MaxCPS)}
 	for _, rc := range cfg.Routes {
 		rt, err := compileRoute(rc)
 		if err != nil {
@@ -186,7 +188,8 @@ func (r *Router) bind(spec listenSpec) (func(), error) {
 			r.log.Debug("malformed datagram refused", "remote", src.String(), "reason", reason)
 		})
 		r.closers = append(r.closers, pc.Close)
-		return func() { _ = r.srv.ServeUDP(guarded) }, nil
+		admitted := &admitConn{PacketConn: guarded, r: r}
+		return func() { _ = r.srv.ServeUDP(admitted) }, nil
 	default: // "tcp"
 		ln, err := net.Listen("tcp", spec.addr)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualgate/dualgate/gateway"
 	"github.com/dualgate/dualgate/sip/dispatcher"
 )
 
@@ -71,11 +72,12 @@ func TestDistribution(t *testing.T) {
 				uas = append(uas, startUAS(t, "uas-rr.xml", p))
 				backends += dest(p, w)
 			}
-			startGateway(t, gwPort, gwConfig(tc.alg, backends, ""))
+			gw := startGateway(t, gwPort, gwConfig(tc.alg, backends, ""))
 			res := runUAC(t, scenario("uac-invite.xml"), gwPort, tc.calls, 20)
 			if res.ok != tc.calls || res.failed != 0 {
 				t.Fatalf("calls: %d ok, %d failed, want %d ok\n%s", res.ok, res.failed, tc.calls, tail(res.out, 2000))
 			}
+			assertNoCalls(t, gw)
 			per := make([]int, len(uas))
 			for i, u := range uas {
 				u.stop()
@@ -95,6 +97,25 @@ func TestDistribution(t *testing.T) {
 			tc.check(t, per, nil)
 		})
 	}
+}
+
+// assertNoCalls checks the gateway's call bookkeeping once every call has ended: no tracked
+// dialog is left and no destination still counts a call (call-load routing relies on both).
+func assertNoCalls(t *testing.T, gw *gateway.Gateway) {
+	t.Helper()
+	eventually(t, 3*time.Second, "all calls ended in the gateway's bookkeeping", func() bool {
+		if len(gw.Router().Dialogs()) != 0 {
+			return false
+		}
+		for _, set := range gw.Dispatcher().Sets() {
+			for _, d := range set.Dests {
+				if d.ActiveCalls() != 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }
 
 func contains(list []string, s string) bool {
@@ -180,10 +201,25 @@ func TestFailover(t *testing.T) {
 	})
 	t.Run("every backend dead: caller gets 503", func(t *testing.T) {
 		gwPort, d1, d2 := freePort(t), freePort(t), freePort(t)
-		startGateway(t, gwPort, gwConfig(4, dest(d1, "")+dest(d2, ""), ""))
+		gw := startGateway(t, gwPort, gwConfig(4, dest(d1, "")+dest(d2, ""), ""))
 		res := runUAC(t, templated(t, "uac-expect.xml", map[string]string{"EXPECT": "503", "MAXFWD": "70"}), gwPort, 2, 2)
 		if res.ok != 2 {
 			t.Fatalf("want both calls refused with 503, got %d\n%s", res.ok, tail(res.out, 2000))
+		}
+		assertNoCalls(t, gw)
+	})
+	t.Run("TCP backend refusing connections: next one at once", func(t *testing.T) {
+		gwPort, refused, live := freePort(t), freePort(t), freePort(t)
+		u := startUAS(t, "uas-rr.xml", live)
+		tcpDead := fmt.Sprintf("    - {set: 1, uri: \"sip:127.0.0.1:%d;transport=tcp\", priority: 10}\n", refused)
+		startGateway(t, gwPort, gwConfig(8, tcpDead+dest(live, ", priority: 1"), ""))
+		res := runUAC(t, scenario("uac-invite.xml"), gwPort, 3, 3)
+		if res.ok != 3 {
+			t.Fatalf("%d of 3 calls succeeded with the first backend refusing TCP\n%s", res.ok, tail(res.out, 2000))
+		}
+		u.stop()
+		if n := count(u.received(t), "INVITE"); n != 3 {
+			t.Errorf("live backend got %d INVITEs, want 3", n)
 		}
 	})
 }
@@ -192,7 +228,7 @@ func TestCancelDuringRinging(t *testing.T) {
 	requireSipp(t)
 	gwPort, p := freePort(t), freePort(t)
 	u := startUAS(t, "uas-ring-cancel.xml", p)
-	startGateway(t, gwPort, gwConfig(4, dest(p, ""), ""))
+	gw := startGateway(t, gwPort, gwConfig(4, dest(p, ""), ""))
 	res := runUAC(t, scenario("uac-cancel.xml"), gwPort, 3, 3)
 	if res.ok != 3 {
 		t.Fatalf("%d of 3 cancelled calls completed (caller wants 200 for CANCEL and 487)\n%s", res.ok, tail(res.out, 2000))
@@ -203,6 +239,7 @@ func TestCancelDuringRinging(t *testing.T) {
 		reqs := u.received(t)
 		return count(reqs, "CANCEL") == 3 && count(reqs, "ACK") == 3
 	})
+	assertNoCalls(t, gw)
 	u.stop()
 	reqs := u.received(t)
 	if count(reqs, "CANCEL") != 3 || count(reqs, "ACK") != 3 {
@@ -279,4 +316,30 @@ func TestIPv6Listeners(t *testing.T) {
 	if count(reqs, "INVITE") != 3 || count(reqs, "BYE") != 3 {
 		t.Errorf("backend got %d INVITEs and %d BYEs, want 3 and 3", count(reqs, "INVITE"), count(reqs, "BYE"))
 	}
+}
+
+func TestOverloadRefusedEarly(t *testing.T) {
+	requireSipp(t)
+	gwPort, p := freePort(t), freePort(t)
+	u := startUAS(t, "uas-rr.xml", p)
+	cfg := strings.Replace(gwConfig(4, dest(p, ""), ""), "timers: {response: 500ms, invite_final: 10s}",
+		"timers: {response: 500ms, invite_final: 10s}\n  max_cps: 10\n  retry_after: 7", 1)
+	gw := startGateway(t, gwPort, cfg)
+	// 60 calls offered at 40/s for 1.5 s against a cap of 10/s (burst 1): most are refused at once
+	// with 503 + Retry-After (the scenario fails a call whose 503 lacks it), the rest complete.
+	res := runUAC(t, scenario("uac-overload.xml"), gwPort, 60, 40)
+	if res.ok != 60 || res.failed != 0 {
+		t.Fatalf("want every call either completed or refused with 503 + Retry-After: %d ok, %d failed\n%s",
+			res.ok, res.failed, tail(res.out, 2000))
+	}
+	u.stop()
+	admitted := count(u.received(t), "INVITE")
+	// 1.5 s at 10/s plus the burst of 1, with slack for the caller's pacing.
+	if admitted < 5 || admitted > 25 {
+		t.Errorf("backend got %d of 60 calls; the 10/s cap should admit about 16", admitted)
+	}
+	if refused := 60 - admitted; refused < 30 {
+		t.Errorf("only %d calls refused", refused)
+	}
+	assertNoCalls(t, gw)
 }

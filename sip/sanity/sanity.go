@@ -404,7 +404,7 @@ func Datagram(data []byte, maxSize int) Verdict {
 	if d.status == 0 {
 		return Verdict{Action: Accept}
 	}
-	resp := reply(data, d)
+	resp := reply(data, d, nil)
 	if resp == nil {
 		return Verdict{Action: Drop, Reason: d.reason}
 	}
@@ -827,7 +827,7 @@ type span struct{ start, end int } // a header field, folded lines included
 // amplifier: it is at most the echoed lines plus a status line, a tag and
 // Content-Length, under 5/4 of the datagram plus 128 octets (FuzzInbound
 // checks this).
-func reply(data []byte, d defect) []byte {
+func reply(data []byte, d defect, extra []string) []byte {
 	first, pos := nextLine(data, 0)
 	sp := bytes.IndexByte(first, ' ')
 	if sp <= 0 || !isToken(string(first[:sp])) || string(first[:sp]) == "ACK" {
@@ -892,7 +892,7 @@ func reply(data []byte, d defect) []byte {
 	}
 
 	toField := trimRightLWS(data[to.start:to.end])
-	size := 64 + len(d.reason) + len(toField) + from.end - from.start +
+	size := 64 + len(d.reason) + len(toField) + from.end - from.start + extraLen(extra) +
 		callID.end - callID.start + cseqH.end - cseqH.start
 	for _, v := range vias {
 		size += v.end - v.start + 2
@@ -917,6 +917,10 @@ func reply(data []byte, d defect) []byte {
 	buf = append(buf, "\r\n"...)
 	buf = appendField(buf, data[callID.start:callID.end])
 	buf = appendField(buf, data[cseqH.start:cseqH.end])
+	for _, h := range extra {
+		buf = append(buf, h...)
+		buf = append(buf, "\r\n"...)
+	}
 	buf = append(buf, "Content-Length: 0\r\n\r\n"...)
 
 	if inspect(buf).status != 0 {
@@ -928,6 +932,43 @@ func reply(data []byte, d defect) []byte {
 		return nil
 	}
 	return buf
+}
+
+func extraLen(extra []string) int {
+	n := 0
+	for _, h := range extra {
+		n += len(h) + 2
+	}
+	return n
+}
+
+// Answer builds a stateless response to a request datagram without parsing it: the status line,
+// its Via, From, To (with a tag derived from the request, so a retransmission gets the same
+// one), Call-ID and CSeq, then the extra header lines given (without CRLF). It returns nil
+// when no answer can be formed (a response, an ACK, missing or repeated headers). The router
+// uses it to refuse new calls under overload before spending a parse and a transaction on them.
+func Answer(data []byte, status int, reason string, extra ...string) []byte {
+	return reply(data, defect{status, reason}, extra)
+}
+
+// InitialInvite reports whether a datagram is an INVITE that starts a dialog (its To has no
+// tag), in one pass over the header lines and without allocating.
+func InitialInvite(data []byte) bool {
+	if !bytes.HasPrefix(data, []byte("INVITE ")) {
+		return false
+	}
+	_, pos := nextLine(data, 0)
+	for pos < len(data) {
+		var line []byte
+		line, pos = nextLine(data, pos)
+		if len(line) == 0 {
+			break
+		}
+		if colon := bytes.IndexByte(line, ':'); colon > 0 && kindOf(bytes.TrimRight(line[:colon], " \t")) == hTo {
+			return !hasTag(afterColon(line))
+		}
+	}
+	return false
 }
 
 // nextLine returns the line at pos without its terminator, tolerating a bare

@@ -1,0 +1,49 @@
+package sip
+
+import (
+	"net"
+	"strconv"
+
+	"golang.org/x/time/rate"
+
+	"github.com/dualgate/dualgate/sip/sanity"
+)
+
+// Admission control. Past its capacity a SIP proxy that accepts everything collapses: the
+// socket queue grows, answers come late, callers retransmit, the retransmissions add load, and
+// calls fail for everyone. We refuse new calls past sip.max_cps at once with a stateless 503
+// and Retry-After, built from the raw datagram before sipgo parses it or opens a transaction,
+// so a refusal costs a few microseconds and the admitted calls keep their pace. In-dialog
+// requests are never refused here: they belong to calls already admitted.
+
+func newLimiter(maxCPS int) *rate.Limiter {
+	if maxCPS <= 0 {
+		return nil
+	}
+	// A tenth of a second of burst absorbs arrival jitter without letting a flood through.
+	return rate.NewLimiter(rate.Limit(maxCPS), max(maxCPS/10, 1))
+}
+
+// admitNewCall reports whether one more new call fits under sip.max_cps.
+func (r *Router) admitNewCall() bool { return r.limiter == nil || r.limiter.Allow() }
+
+// admitConn sits between the UDP socket (already behind the sanity check) and sipgo.
+type admitConn struct {
+	net.PacketConn
+	r *Router
+}
+
+func (c *admitConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil || c.r.limiter == nil || !sanity.InitialInvite(b[:n]) || c.r.limiter.Allow() {
+			return n, addr, err
+		}
+		c.r.m.rejected.WithLabelValues("overload").Inc()
+		if resp := sanity.Answer(b[:n], 503, "Overloaded", "Retry-After: "+strconv.Itoa(c.r.cfg.RetryAfter)); resp != nil {
+			// Best effort like any UDP answer: if it is lost the caller retransmits and the
+			// retransmission is judged afresh.
+			_, _ = c.PacketConn.WriteTo(resp, addr)
+		}
+	}
+}
