@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,9 +139,9 @@ var tortureAnswers = map[string][2]string{
 	"rfc4475/esc02.dat": {"404", "404"}, "rfc4475/lwsdisp.dat": {"404", "404"},
 	"rfc4475/longreq.dat": {"fwd", "fwd"},
 	// dblreq: over UDP the trailing INVITE is ignored. Over TCP it is the next message on the
-	// stream and its framing is broken: sipgo closes the connection, racing the REGISTER's 404,
-	// so the TCP answer is not checked ("-").
-	"rfc4475/dblreq.dat": {"404", "-"}, "rfc4475/semiuri.dat": {"404", "404"},
+	// stream and its framing is broken: sipgo closes the connection, racing the REGISTER's 404
+	// ("a|b" lists the answers either side of such a race).
+	"rfc4475/dblreq.dat": {"404", "404|none"}, "rfc4475/semiuri.dat": {"404", "404"},
 	"rfc4475/transports.dat": {"404", "404"}, "rfc4475/mpart01.dat": {"404", "404"},
 	"rfc4475/unreason.dat": {"none", "none"}, "rfc4475/noreason.dat": {"none", "none"},
 	// §3.1.2 invalid: 400 where a response can be formed; dropped (UDP) or the connection
@@ -165,7 +166,10 @@ var tortureAnswers = map[string][2]string{
 	"rfc4475/unkscm.dat": {"416", "416"}, "rfc4475/novelsc.dat": {"416", "none"},
 	"rfc4475/unksm2.dat": {"404", "404"}, "rfc4475/bext01.dat": {"404", "404"},
 	"rfc4475/invut.dat": {"fwd", "fwd"}, "rfc4475/regaut01.dat": {"404", "404"},
-	"rfc4475/multi01.dat": {"400", "400"}, "rfc4475/mcl01.dat": {"400", "none"},
+	"rfc4475/multi01.dat": {"400", "400"},
+	// mcl01 on TCP: sipgo frames by the last Content-Length, the router refuses the mismatch
+	// with 400, and the leftover bytes close the stream, racing that 400.
+	"rfc4475/mcl01.dat": {"400", "400|none"},
 	// bcast is a response: nothing to answer.
 	"rfc4475/bcast.dat": {"none", "none"}, "rfc4475/zeromf.dat": {"483", "483"},
 	"rfc4475/cparam01.dat": {"404", "404"}, "rfc4475/cparam02.dat": {"404", "404"},
@@ -181,9 +185,9 @@ var tortureAnswers = map[string][2]string{
 	// The next three declare a Content-Length that does not match the body (see the corpus
 	// README). Longer than the datagram: 400, as clerr. Shorter: over UDP the excess is
 	// ignored and the INVITE relayed; over TCP the excess breaks the stream's framing and the
-	// close races the relayed answer ("-", not checked).
+	// close races the relayed answer.
 	"rfc5118/ipv6-in-sdp.dat": {"400", "none"}, "rfc5118/mult-ip-in-header.dat": {"404", "404"},
-	"rfc5118/mult-ip-in-sdp.dat": {"fwd", "-"}, "rfc5118/ipv4-mapped-ipv6.dat": {"fwd", "-"},
+	"rfc5118/mult-ip-in-sdp.dat": {"fwd", "fwd|none"}, "rfc5118/ipv4-mapped-ipv6.dat": {"fwd", "fwd|none"},
 	"rfc5118/ipv6-bug-abnf-3-colons.dat": {"404", "404"}, "rfc5118/ipv6-correct-abnf-2-colons.dat": {"404", "404"},
 }
 
@@ -204,14 +208,12 @@ func TestTortureExactAnswers(t *testing.T) {
 		}
 		t.Run(tc.file, func(t *testing.T) {
 			for i, tr := range []string{"udp", "tcp"} {
-				if want[i] == "-" {
-					continue
-				}
+				allowed := strings.Split(want[i], "|")
 				// Only a message that should be relayed gets a live backend, a fresh one each
 				// time: sipp keys calls by Call-ID and the corpus reuses Call-IDs. A message
 				// relayed by mistake meets a dead port and ends in 503, not in its expected answer.
 				bp := freePort(t)
-				if want[i] == "fwd" {
+				if slices.Contains(allowed, "fwd") {
 					startUAS(t, "uas-rr.xml", bp)
 				}
 				gwPort := freePort(t)
@@ -223,7 +225,7 @@ func TestTortureExactAnswers(t *testing.T) {
 				} else {
 					codes, _ = exchangeTCP(t, addr, tc.data, 400*time.Millisecond)
 				}
-				if got := answer(codes); got != want[i] {
+				if got := answer(codes); !slices.Contains(allowed, got) {
 					t.Errorf("%s (%s) over %s: got %s %v, want %s", tc.file, tc.expected, tr, got, codes, want[i])
 				}
 			}
