@@ -3,6 +3,7 @@ package sip
 import (
 	"net"
 	"strconv"
+	"sync"
 
 	"golang.org/x/time/rate"
 
@@ -30,10 +31,17 @@ func (r *Router) admitNewCall() bool { return r.limiter == nil || r.limiter.Allo
 // admitConn sits between the UDP socket (already behind the sanity check) and sipgo.
 type admitConn struct {
 	net.PacketConn
-	r *Router
+	r     *Router
+	ready chan struct{} // closed on sipgo's first read: by then it has registered the socket
+	once  sync.Once
+}
+
+func newAdmitConn(pc net.PacketConn, r *Router) *admitConn {
+	return &admitConn{PacketConn: pc, r: r, ready: make(chan struct{})}
 }
 
 func (c *admitConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	c.once.Do(func() { close(c.ready) })
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(b)
 		if err != nil || c.r.limiter == nil || !sanity.InitialInvite(b[:n]) || c.r.limiter.Allow() {

@@ -53,6 +53,7 @@ type Router struct {
 	ports    map[string]int // transport → port written into Via / Record-Route
 	self     map[string]bool
 	udpLocal map[bool]gosip.Addr // by IPv6-ness: the listener socket UDP requests leave from
+	udpReady []chan struct{}     // closed once sipgo serves each UDP socket
 	bound    []net.Addr
 
 	inflight atomic.Int64
@@ -156,6 +157,17 @@ func (r *Router) Start(ctx context.Context) error {
 	for _, fn := range serve {
 		r.wg.Go(fn)
 	}
+	// UDP requests leave from the listening sockets, which sipgo finds in its connection pool
+	// only once it serves them; a request relayed before that (say, one that came in over TCP
+	// at once) would make sipgo bind the address a second time.
+	for _, ready := range r.udpReady {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			r.Stop(context.Background())
+			return fmt.Errorf("sip plane start: %w", ctx.Err())
+		}
+	}
 	r.wg.Go(func() { r.dialogs.sweep(ctx, r.cfg.MaxDialogDuration) })
 	r.log.Info("sip plane started", "listen", r.Addrs(), "advertise", r.viaHost)
 	return nil
@@ -188,7 +200,8 @@ func (r *Router) bind(spec listenSpec) (func(), error) {
 			r.log.Debug("malformed datagram refused", "remote", src.String(), "reason", reason)
 		})
 		r.closers = append(r.closers, pc.Close)
-		admitted := &admitConn{PacketConn: guarded, r: r}
+		admitted := newAdmitConn(guarded, r)
+		r.udpReady = append(r.udpReady, admitted.ready)
 		return func() { _ = r.srv.ServeUDP(admitted) }, nil
 	default: // "tcp"
 		ln, err := net.Listen("tcp", spec.addr)

@@ -65,8 +65,8 @@ func startGateway(t *testing.T, port int, yamlCfg string) *gateway.Gateway {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	var logs bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &lockedWriter{w: &bytes.Buffer{}}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	gw, err := gateway.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -315,4 +315,11 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// String is safe while sipgo's per-message goroutines, which can outlive Stop, still log.
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
 }
