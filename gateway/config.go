@@ -16,6 +16,7 @@ import (
 
 	"github.com/dualgate/dualgate/sip"
 	"github.com/dualgate/dualgate/sip/dispatcher"
+	"github.com/dualgate/dualgate/web"
 )
 
 // Config is the whole gateway configuration file.
@@ -23,9 +24,12 @@ type Config struct {
 	Log        LogConfig        `yaml:"log"`
 	SIP        sip.Config       `yaml:"sip"`
 	Dispatcher DispatcherConfig `yaml:"dispatcher"`
+	HTTP       web.Config       `yaml:"http"`
 
-	// dir is where relative paths in the file are resolved from.
-	dir string
+	// dir is where relative paths in the file are resolved from; path is the file itself
+	// (empty for the embedded config), re-read by a reload.
+	dir  string
+	path string
 }
 
 // LogConfig selects the root logger.
@@ -53,6 +57,7 @@ func Defaults() Config {
 		Log:        LogConfig{Level: "info", Format: "json"},
 		SIP:        sip.Defaults(),
 		Dispatcher: DispatcherConfig{Probe: dispatcher.DefaultProbeConfig()},
+		HTTP:       web.Defaults(),
 	}
 }
 
@@ -62,7 +67,9 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, filepath.Dir(path))
+	cfg, err := Parse(data, filepath.Dir(path))
+	cfg.path = path
+	return cfg, err
 }
 
 // Parse decodes config bytes; dir resolves relative paths such as dispatcher.list_file.
@@ -75,10 +82,30 @@ func Parse(data []byte, dir string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("decode config: %w", err)
 	}
+	cfg.resolvePaths()
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// resolvePaths makes the file paths in the config relative to the config file's directory, so
+// a config works the same from any working directory.
+func (c *Config) resolvePaths() {
+	rel := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(c.dir, *p)
+		}
+	}
+	rel(&c.HTTP.TLS.CertFile)
+	rel(&c.HTTP.TLS.KeyFile)
+	rel(&c.HTTP.TLS.ACME.CacheDir)
+	rel(&c.HTTP.TLS.ACME.CAFile)
+	rel(&c.HTTP.JWT.SecretFile)
+	rel(&c.HTTP.JWT.JWKSFile)
+	for i := range c.HTTP.JWT.PublicKeyFiles {
+		rel(&c.HTTP.JWT.PublicKeyFiles[i])
+	}
 }
 
 // Validate reports every problem at once.
@@ -95,6 +122,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log.format %q: want json or text", c.Log.Format))
 	}
 	if err := c.SIP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.HTTP.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	for _, e := range c.Dispatcher.Probe.Validate() {

@@ -12,6 +12,8 @@ import (
 )
 
 func TestExampleConfigsParse(t *testing.T) {
+	// production.yaml takes its JWT secret from the environment, as a deployment would.
+	t.Setenv("DUALGATE_JWT_SECRET", "example-secret-example-secret-example-secret-48b")
 	files, err := filepath.Glob("../configs/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no example configs found: %v", err)
@@ -32,7 +34,7 @@ func TestEmptyFileMeansDefaults(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "set 1 has no destinations") {
 		t.Fatalf("empty config: want the unrouted set reported, got %v", err)
 	}
-	cfg, err := Parse([]byte("dispatcher: {destinations: [{set: 1, uri: 'sip:127.0.0.1:5070'}]}"), t.TempDir())
+	cfg, err := Parse([]byte("dispatcher: {destinations: [{set: 1, uri: 'sip:127.0.0.1:5070'}]}\nhttp: {jwt: {ephemeral_secret: true}}"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +67,25 @@ dispatcher:
 	}
 }
 
+func TestPathsResolveAgainstTheConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "jwt.secret"), []byte("0123456789abcdef0123456789abcdef0123"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse([]byte(`
+dispatcher: {destinations: [{set: 1, uri: 'sip:127.0.0.1:5070'}]}
+http:
+  jwt: {secret_file: jwt.secret}
+  tls: {mode: acme, acme: {hosts: [gw.example.com], cache_dir: acme}}
+`), dir)
+	if err != nil {
+		t.Fatalf("relative secret_file not found next to the config: %v", err)
+	}
+	if got := cfg.HTTP.TLS.ACME.CacheDir; got != filepath.Join(dir, "acme") {
+		t.Errorf("acme cache_dir = %q, want it under the config's directory", got)
+	}
+}
+
 func TestUnknownKeyIsAnError(t *testing.T) {
 	_, err := Parse([]byte("sip: {listn: []}\n"), t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "listn") {
@@ -77,14 +98,14 @@ func TestListFileRelativeToConfig(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "ds.list"), []byte("1 sip:127.0.0.1:5070 0 0 weight=3\n1 bogus\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Parse([]byte("dispatcher: {list_file: ds.list}"), dir)
+	_, err := Parse([]byte("dispatcher: {list_file: ds.list}\nhttp: {jwt: {ephemeral_secret: true}}"), dir)
 	if err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("bad list line not reported with its number: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ds.list"), []byte("1 sip:127.0.0.1:5070 0 0 weight=3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := Parse([]byte("dispatcher: {list_file: ds.list}"), dir)
+	cfg, err := Parse([]byte("dispatcher: {list_file: ds.list}\nhttp: {jwt: {ephemeral_secret: true}}"), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,12 +116,12 @@ func TestListFileRelativeToConfig(t *testing.T) {
 }
 
 func TestReloadIsAllOrNothing(t *testing.T) {
-	good := "sip: {listen: ['udp:127.0.0.1:0']}\ndispatcher: {destinations: [{set: 1, uri: 'sip:127.0.0.1:5070'}, {set: 1, uri: 'sip:127.0.0.1:5071'}]}"
+	good := "sip: {listen: ['udp:127.0.0.1:0']}\nhttp: {listen: '127.0.0.1:0', jwt: {ephemeral_secret: true}}\ndispatcher: {destinations: [{set: 1, uri: 'sip:127.0.0.1:5070'}, {set: 1, uri: 'sip:127.0.0.1:5071'}]}"
 	cfg, err := Parse([]byte(good), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := New(cfg, slog.New(slog.DiscardHandler))
+	gw, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,11 +141,11 @@ func TestReloadIsAllOrNothing(t *testing.T) {
 }
 
 func TestMetricNamesLint(t *testing.T) {
-	cfg, err := Parse([]byte("sip: {listen: ['udp:127.0.0.1:0']}\ndispatcher: {destinations: [{set: 1, uri: 'sip:127.0.0.1:5070'}]}"), t.TempDir())
+	cfg, err := Parse([]byte("sip: {listen: ['udp:127.0.0.1:0']}\nhttp: {listen: '127.0.0.1:0', jwt: {ephemeral_secret: true}}\ndispatcher: {destinations: [{set: 1, uri: 'sip:127.0.0.1:5070'}]}"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := New(cfg, slog.New(slog.DiscardHandler))
+	gw, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,25 +2,31 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/dualgate/dualgate/sip"
 	"github.com/dualgate/dualgate/sip/dispatcher"
+	"github.com/dualgate/dualgate/web"
 )
 
 // Gateway owns the planes and their lifecycle.
 type Gateway struct {
 	log      *slog.Logger
 	Registry *prometheus.Registry
+	cfg      Config
 	disp     *dispatcher.Dispatcher
 	router   *sip.Router
+	web      *web.Server
 	probe    dispatcher.ProbeConfig
 
+	ready  atomic.Bool
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -28,7 +34,8 @@ type Gateway struct {
 var _ dispatcher.Pinger = (*sip.Router)(nil)
 
 // New wires the planes from a validated config. Nothing listens until Start.
-func New(cfg Config, log *slog.Logger) (*Gateway, error) {
+// ctx bounds background work that construction starts (such as JWKS refreshes).
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Gateway, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	specs, err := cfg.DestinationSpecs()
@@ -43,7 +50,20 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip plane: %w", err)
 	}
-	return &Gateway{log: log, Registry: reg, disp: disp, router: router, probe: cfg.Dispatcher.Probe}, nil
+	g := &Gateway{log: log, Registry: reg, cfg: cfg, disp: disp, router: router, probe: cfg.Dispatcher.Probe}
+	g.web, err = web.New(ctx, cfg.HTTP, web.Deps{Admin: adminAdapter{g}, Ready: g, Metrics: reg}, log.With("component", "http"), reg)
+	if err != nil {
+		return nil, fmt.Errorf("http plane: %w", err)
+	}
+	return g, nil
+}
+
+// Ready implements web.Readiness: both planes started and not stopping.
+func (g *Gateway) Ready() error {
+	if !g.ready.Load() {
+		return errors.New("starting or stopping")
+	}
+	return nil
 }
 
 // Start starts the SIP plane and health probing. A failed start stops what already started.
@@ -53,19 +73,30 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.cancel()
 		return fmt.Errorf("start sip plane: %w", err)
 	}
+	if err := g.web.Start(ctx); err != nil {
+		g.cancel()
+		_ = g.router.Stop(context.Background())
+		return fmt.Errorf("start http plane: %w", err)
+	}
 	g.wg.Go(func() { g.disp.Probe(ctx, g.probe, g.router) })
+	g.ready.Store(true)
 	return nil
 }
 
 // Stop stops probing and the planes, waiting at most until ctx ends.
 func (g *Gateway) Stop(ctx context.Context) error {
+	g.ready.Store(false) // readiness fails first, so a load balancer stops sending
+	webErr := g.web.Stop(ctx)
 	if g.cancel != nil {
 		g.cancel()
 	}
 	err := g.router.Stop(ctx)
 	g.wg.Wait()
-	return err
+	return errors.Join(webErr, err)
 }
+
+// HTTPAddr is the HTTP plane's bound address.
+func (g *Gateway) HTTPAddr() string { return g.web.Addr().String() }
 
 // Reload applies what can change at run time: the dispatcher sets. It is all-or-nothing; a
 // change to anything else needs a restart and is reported as such.

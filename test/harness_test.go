@@ -67,7 +67,7 @@ func startGateway(t *testing.T, port int, yamlCfg string) *gateway.Gateway {
 	}
 	logs := &lockedWriter{w: &bytes.Buffer{}}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	gw, err := gateway.New(cfg, log)
+	gw, err := gateway.New(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ sip:
   timers: {response: 500ms, invite_final: 10s}
   routes: [{name: t, methods: [INVITE], set: 1, algorithm: %d}]
 %s
+http: {listen: "127.0.0.1:0", jwt: {ephemeral_secret: true}}
 dispatcher:
   destinations:
 %s

@@ -68,7 +68,7 @@ func run(cfg gateway.Config, path string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	gw, err := gateway.New(cfg, log)
+	gw, err := gateway.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

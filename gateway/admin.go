@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"fmt"
+
+	"github.com/dualgate/dualgate/sip/dispatcher"
+	"github.com/dualgate/dualgate/web"
+)
+
+// adminAdapter gives the HTTP plane's admin API plain views of the SIP plane's state.
+type adminAdapter struct{ g *Gateway }
+
+var _ web.Admin = adminAdapter{}
+
+func (a adminAdapter) DispatcherSets() []web.DispatcherSet {
+	var out []web.DispatcherSet
+	for _, set := range a.g.disp.Sets() {
+		ws := web.DispatcherSet{ID: set.ID}
+		for _, d := range set.Dests {
+			last, reason := d.ProbeStatus()
+			ws.Destinations = append(ws.Destinations, web.Destination{
+				URI: d.URI, State: d.State().String(), ActiveCalls: d.ActiveCalls(),
+				RTTMillis: float64(d.RTT().Microseconds()) / 1000, Weight: d.Weight, Priority: d.Priority,
+				MaxLoad: d.MaxLoad, DUID: d.DUID, LastProbe: last, ProbeResult: reason,
+			})
+		}
+		out = append(out, ws)
+	}
+	return out
+}
+
+func (a adminAdapter) SetDestinationState(set int, uri, state string) error {
+	st, err := dispatcher.ParseState(state)
+	if err != nil {
+		return fmt.Errorf("%w: %v", web.ErrInvalid, err)
+	}
+	if a.g.disp.Find(set, uri) == nil {
+		return fmt.Errorf("%w: set %d has no destination %s", web.ErrNotFound, set, uri)
+	}
+	return a.g.disp.SetState(set, uri, st)
+}
+
+// ReloadDispatcher re-reads the config file (or, for the embedded config, its list file) and
+// replaces the dispatcher sets all-or-nothing.
+func (a adminAdapter) ReloadDispatcher() error {
+	next := a.g.cfg
+	if a.g.cfg.path != "" {
+		var err error
+		if next, err = Load(a.g.cfg.path); err != nil {
+			return err
+		}
+	}
+	return a.g.Reload(next)
+}
+
+func (a adminAdapter) Dialogs() []web.Dialog {
+	var out []web.Dialog
+	for _, d := range a.g.router.Dialogs() {
+		out = append(out, web.Dialog{CallID: d.CallID, Backend: d.Backend, State: d.State, Started: d.Started, Answered: d.Answered})
+	}
+	return out
+}

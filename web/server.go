@@ -1,0 +1,323 @@
+package web
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dualgate/dualgate/web/auth"
+	"github.com/dualgate/dualgate/web/tlsmode"
+)
+
+// Readiness reports whether the gateway can take traffic (planes started, not draining).
+type Readiness interface {
+	Ready() error
+}
+
+// Deps is what the HTTP plane needs from the rest of the gateway.
+type Deps struct {
+	Admin   Admin
+	Ready   Readiness
+	Metrics prometheus.Gatherer
+}
+
+// Server is the HTTP plane.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	deps     Deps
+	m        *metrics
+	ips      clientIPs
+	tls      *tlsmode.Provider
+	verifier *auth.Verifier
+	limitAll *ipLimiter
+	limitLog *ipLimiter
+
+	srv      *http.Server
+	redirect *http.Server // ACME HTTP-01 and the redirect to HTTPS, in acme mode
+	addr     net.Addr
+	wg       sync.WaitGroup
+	cancel   context.CancelFunc
+}
+
+// New builds the HTTP plane from a validated config. Nothing listens until Start.
+func New(ctx context.Context, cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	trusted, _ := parsePrefixes(cfg.TrustedProxies)
+	s := &Server{cfg: cfg, log: log, deps: deps, m: newMetrics(reg), ips: clientIPs{trusted: trusted},
+		limitAll: newIPLimiter("all", cfg.RateLimit.PerIP, cfg.RateLimit.Burst),
+		limitLog: newIPLimiter("login", cfg.RateLimit.LoginPerMinute/60, max(int(cfg.RateLimit.LoginPerMinute/2), 1)),
+	}
+	var err error
+	if cfg.JWT, err = cfg.JWT.WithEphemeralSecret(); err != nil {
+		return nil, fmt.Errorf("http jwt: %w", err)
+	}
+	if cfg.JWT.EphemeralSecret {
+		log.Warn("http.jwt.ephemeral_secret: tokens are signed with a random secret that dies with this process; development only")
+	}
+	s.cfg = cfg
+	if s.tls, err = tlsmode.New(cfg.TLS, log); err != nil {
+		return nil, fmt.Errorf("http tls: %w", err)
+	}
+	if s.verifier, err = auth.NewVerifier(ctx, cfg.JWT, log); err != nil {
+		return nil, fmt.Errorf("http jwt: %w", err)
+	}
+	return s, nil
+}
+
+// Handler is the whole HTTP plane as one handler (the server serves it; tests may too).
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, withClientIP(s.ips), s.accessLog, s.recoverer, s.securityHeaders, s.limitMiddleware(s.limitAll))
+
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	})
+	r.Get("/readyz", s.readyz)
+	if s.deps.Metrics != nil {
+		r.Handle("/metrics", promhttp.HandlerFor(s.deps.Metrics, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	}
+	r.Route("/api/admin", func(r chi.Router) {
+		r.Use(s.verifier.Middleware, auth.RequireRole("admin"), s.sameOrigin)
+		s.adminRoutes(r)
+	})
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeJSONError(w, http.StatusNotFound, "not found") })
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSONError(w, http.StatusMethodNotAllowed, "method not allowed")
+	})
+	return r
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if s.deps.Ready != nil {
+		if err := s.deps.Ready.Ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Start binds the listener (so a port conflict fails the start) and serves it.
+func (s *Server) Start(ctx context.Context) error {
+	ctx, s.cancel = context.WithCancel(ctx)
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", s.cfg.Listen, err)
+	}
+	s.addr = ln.Addr()
+	ln = newConnLimitListener(ln, s.cfg.RateLimit.MaxConnsPerIP, s.ips, !s.tls.Enabled(),
+		func() { s.m.limited.WithLabelValues("connections").Inc() })
+	t := s.cfg.Timeouts
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	if s.tls.Enabled() {
+		s.srv.TLSConfig = s.tls.TLSConfig()
+		ln = tlsListener(ln, s.srv.TLSConfig)
+	}
+	s.wg.Go(func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "error", err)
+		}
+	})
+	s.wg.Go(func() { s.sweepLimiters(ctx) })
+	if s.cfg.TLS.Mode == "acme" {
+		if err := s.startRedirect(ctx); err != nil {
+			_ = s.Stop(context.Background())
+			return err
+		}
+	}
+	s.log.Info("http plane started", "listen", s.addr.String(), "tls", s.cfg.TLS.Mode)
+	return nil
+}
+
+func (s *Server) startRedirect(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.TLS.ACME.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("http acme listen %s: %w", s.cfg.TLS.ACME.HTTPListen, err)
+	}
+	s.redirect = &http.Server{Handler: s.tls.HTTPHandler(), ReadHeaderTimeout: s.cfg.Timeouts.ReadHeader,
+		ReadTimeout: s.cfg.Timeouts.Read, WriteTimeout: s.cfg.Timeouts.Write, IdleTimeout: s.cfg.Timeouts.Idle,
+		MaxHeaderBytes: s.cfg.MaxHeaderBytes, BaseContext: func(net.Listener) context.Context { return ctx }}
+	s.wg.Go(func() {
+		if err := s.redirect.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http redirect server stopped", "error", err)
+		}
+	})
+	return nil
+}
+
+func tlsListener(ln net.Listener, cfg *tls.Config) net.Listener { return tls.NewListener(ln, cfg) }
+
+// sweepLimiters forgets idle clients' buckets once a minute.
+func (s *Server) sweepLimiters(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, l := range []*ipLimiter{s.limitAll, s.limitLog} {
+				if l != nil {
+					l.sweep(now, 3*time.Minute)
+				}
+			}
+		}
+	}
+}
+
+// Addr is the bound listener address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// Stop shuts down gracefully: no new connections, requests in flight get up to the shutdown
+// timeout (or until ctx ends), then the rest are closed.
+func (s *Server) Stop(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Shutdown)
+	defer cancel()
+	var errs []error
+	for _, srv := range []*http.Server{s.srv, s.redirect} {
+		if srv == nil {
+			continue
+		}
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			_ = srv.Close()
+		}
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// recoverer turns a handler panic into a 500 and one log line, instead of a dropped connection.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("http handler panic", "request_id", middleware.GetReqID(r.Context()), "path", r.URL.Path, "panic", fmt.Sprint(v))
+				writeJSONError(w, http.StatusInternalServerError, "internal error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// accessLog writes one JSON line per request and feeds the request metrics.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		route := chi.RouteContext(r.Context()).RoutePattern()
+		if route == "" {
+			route = "unmatched"
+		}
+		status := ww.Status()
+		if status == 0 {
+			status = http.StatusOK
+		}
+		s.m.observe(route, status, time.Since(start))
+		s.log.Info("http request", "request_id", middleware.GetReqID(r.Context()), "method", r.Method,
+			"path", r.URL.Path, "status", status, "bytes", ww.BytesWritten(), "duration_ms", time.Since(start).Milliseconds(),
+			"remote", ClientIP(r).String())
+	})
+}
+
+// securityHeaders sets the browser protections every response carries.
+func (s *Server) securityHeaders(next http.Handler) http.Handler {
+	tlsOn := s.tls.Enabled()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' data:; "+
+			"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		if tlsOn {
+			h.Set("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// sameOrigin is the CSRF defence for cookie-authenticated state changes: the browser sends
+// the cookie on cross-site requests too (unless SameSite stops it), so an unsafe method
+// carrying it must also carry an Origin that is ours or allowed. Requests with a bearer token
+// are not ambient credentials and pass.
+func (s *Server) sameOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Header.Get("Authorization") != "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !s.originAllowed(r) {
+			writeJSONError(w, http.StatusForbidden, "cross-origin request refused")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	scheme := "http"
+	if s.tls.Enabled() {
+		scheme = "https"
+	}
+	if origin == scheme+"://"+r.Host {
+		return true
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if origin == o {
+			return true
+		}
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
