@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,9 +29,11 @@ type Readiness interface {
 
 // Deps is what the HTTP plane needs from the rest of the gateway.
 type Deps struct {
-	Admin   Admin
-	Ready   Readiness
-	Metrics prometheus.Gatherer
+	Admin    Admin
+	Accounts Accounts // nil: no embedded login
+	Ready    Readiness
+	Metrics  prometheus.Gatherer
+	Static   fs.FS // the portals: admin/ (and agent/ later); nil: none
 }
 
 // Server is the HTTP plane.
@@ -42,6 +45,9 @@ type Server struct {
 	ips      clientIPs
 	tls      *tlsmode.Provider
 	verifier *auth.Verifier
+	signer   *auth.Signer // nil when tokens come only from an external identity provider
+	guard    *loginGuard
+	static   *staticFiles
 	limitAll *ipLimiter
 	limitLog *ipLimiter
 
@@ -76,6 +82,15 @@ func New(ctx context.Context, cfg Config, deps Deps, log *slog.Logger, reg prome
 	if s.verifier, err = auth.NewVerifier(ctx, cfg.JWT, log); err != nil {
 		return nil, fmt.Errorf("http jwt: %w", err)
 	}
+	if deps.Accounts != nil {
+		if s.signer, err = auth.NewSigner(cfg.JWT); err != nil {
+			log.Warn("embedded login disabled", "reason", err.Error())
+		}
+	}
+	s.guard = newLoginGuard()
+	if s.static, err = newStaticFiles(deps.Static); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -91,6 +106,12 @@ func (s *Server) Handler() http.Handler {
 	if s.deps.Metrics != nil {
 		r.Handle("/metrics", promhttp.HandlerFor(s.deps.Metrics, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	}
+	r.With(s.limitMiddleware(s.limitLog)).Post("/api/login", s.login)
+	r.Post("/api/logout", s.logout)
+	r.With(s.verifier.Middleware).Get("/api/me", s.me)
+	r.Get("/", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/admin/", http.StatusFound) })
+	r.Get("/admin", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/admin/", http.StatusMovedPermanently) })
+	r.Handle("/admin/*", s.static)
 	r.Route("/api/admin", func(r chi.Router) {
 		r.Use(s.verifier.Middleware, auth.RequireRole("admin"), s.sameOrigin)
 		s.adminRoutes(r)
