@@ -110,7 +110,9 @@ func (s *Server) Handler() http.Handler {
 	r.Post("/api/logout", s.logout)
 	r.With(s.verifier.Middleware).Get("/api/me", s.me)
 	r.Get("/", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/admin/", http.StatusFound) })
-	r.Get("/admin", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/admin/", http.StatusMovedPermanently) })
+	r.Get("/admin", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/admin/", http.StatusMovedPermanently)
+	})
 	r.Handle("/admin/*", s.static)
 	r.Route("/api/admin", func(r chi.Router) {
 		r.Use(s.verifier.Middleware, auth.RequireRole("admin"), s.sameOrigin)
