@@ -8,3 +8,8 @@ import _ "embed"
 //
 //go:embed dualgate.yaml
 var Default []byte
+
+// DemoUsers is users.yaml, the demo users file the development configuration names.
+//
+//go:embed users.yaml
+var DemoUsers []byte

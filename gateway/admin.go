@@ -4,8 +4,22 @@ import (
 	"fmt"
 
 	"github.com/dualgate/dualgate/sip/dispatcher"
+	"github.com/dualgate/dualgate/users"
 	"github.com/dualgate/dualgate/web"
 )
+
+// accounts lets the HTTP plane's login check passwords against the users file.
+type accounts struct{ st *users.Store }
+
+var _ web.Accounts = accounts{}
+
+func (a accounts) Authenticate(name, password string) ([]string, bool) {
+	u, ok := a.st.CheckWebPassword(name, password)
+	if !ok {
+		return nil, false
+	}
+	return u.Roles, true
+}
 
 // adminAdapter gives the HTTP plane's admin API plain views of the SIP plane's state.
 type adminAdapter struct{ g *Gateway }

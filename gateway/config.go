@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/dualgate/dualgate/sip"
 	"github.com/dualgate/dualgate/sip/dispatcher"
+	"github.com/dualgate/dualgate/users"
 	"github.com/dualgate/dualgate/web"
 )
 
@@ -25,6 +28,9 @@ type Config struct {
 	SIP        sip.Config       `yaml:"sip"`
 	Dispatcher DispatcherConfig `yaml:"dispatcher"`
 	HTTP       web.Config       `yaml:"http"`
+	// UsersFile is the users file both planes share (web logins now, SIP digest later),
+	// relative to the config file. Default none: no embedded login.
+	UsersFile string `yaml:"users_file"`
 
 	// dir is where relative paths in the file are resolved from; path is the file itself
 	// (empty for the embedded config), re-read by a reload.
@@ -97,6 +103,7 @@ func (c *Config) resolvePaths() {
 			*p = filepath.Join(c.dir, *p)
 		}
 	}
+	rel(&c.UsersFile)
 	rel(&c.HTTP.TLS.CertFile)
 	rel(&c.HTTP.TLS.KeyFile)
 	rel(&c.HTTP.TLS.ACME.CacheDir)
@@ -126,6 +133,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.HTTP.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.UsersFile != "" {
+		if _, err := users.Load(c.UsersFile); err != nil {
+			errs = append(errs, fmt.Errorf("users_file: %w", err))
+		}
 	}
 	for _, e := range c.Dispatcher.Probe.Validate() {
 		errs = append(errs, fmt.Errorf("dispatcher.%w", e))
@@ -172,6 +184,38 @@ func (c Config) DestinationSpecs() ([]dispatcher.Spec, error) {
 		fromFile[i].Origin = p + " " + fromFile[i].Origin
 	}
 	return append(specs, fromFile...), nil
+}
+
+// Warnings are problems that do not stop the gateway but that an operator must hear about.
+func (c Config) Warnings() []string {
+	var out []string
+	if c.UsersFile == "" {
+		return out
+	}
+	st, err := users.Load(c.UsersFile)
+	if err != nil || !st.UsesDemoPasswords() {
+		return out
+	}
+	exposed := !isLoopback(c.HTTP.Listen)
+	for _, l := range c.SIP.Listen {
+		if _, addr, ok := strings.Cut(l, ":"); ok && !isLoopback(addr) {
+			exposed = true
+		}
+	}
+	if exposed {
+		out = append(out, "DEMO CREDENTIALS: "+c.UsersFile+" holds the demo password \"dualgate-demo\" and a "+
+			"listener is not on loopback. Anyone who can reach it can log in. Replace the users with `dualgate passwd`.")
+	}
+	return out
+}
+
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // Logger builds the root logger the config asks for.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/dualgate/dualgate/sip"
 	"github.com/dualgate/dualgate/sip/dispatcher"
+	"github.com/dualgate/dualgate/static"
+	"github.com/dualgate/dualgate/users"
 	"github.com/dualgate/dualgate/web"
 )
 
@@ -51,7 +53,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("sip plane: %w", err)
 	}
 	g := &Gateway{log: log, Registry: reg, cfg: cfg, disp: disp, router: router, probe: cfg.Dispatcher.Probe}
-	g.web, err = web.New(ctx, cfg.HTTP, web.Deps{Admin: adminAdapter{g}, Ready: g, Metrics: reg}, log.With("component", "http"), reg)
+	deps := web.Deps{Admin: adminAdapter{g}, Ready: g, Metrics: reg, Static: static.Files}
+	if cfg.UsersFile != "" {
+		st, err := users.Load(cfg.UsersFile)
+		if err != nil {
+			return nil, fmt.Errorf("users_file: %w", err)
+		}
+		deps.Accounts = accounts{st}
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+	g.web, err = web.New(ctx, cfg.HTTP, deps, log.With("component", "http"), reg)
 	if err != nil {
 		return nil, fmt.Errorf("http plane: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -20,6 +21,9 @@ import (
 
 func main() {
 	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "passwd" {
+		os.Exit(passwdMain(args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	cmd := "run"
 	if len(args) > 0 && args[0] == "check" {
 		cmd, args = "check", args[1:]
@@ -34,6 +38,9 @@ func main() {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
+		}
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintln(os.Stderr, "WARNING:", w)
 		}
 		fmt.Println("config OK")
 		return
@@ -57,9 +64,22 @@ func main() {
 
 func load(path string) (gateway.Config, error) {
 	if path == "" {
-		return gateway.Parse(configs.Default, ".")
+		return loadEmbedded()
 	}
 	return gateway.Load(path)
+}
+
+// loadEmbedded runs the built-in development config. It names its demo users file relative to
+// itself, so that file is written, from the binary, to a private directory beside it.
+func loadEmbedded() (gateway.Config, error) {
+	dir, err := os.MkdirTemp("", "dualgate-dev-")
+	if err != nil {
+		return gateway.Config{}, fmt.Errorf("embedded config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "users.yaml"), configs.DemoUsers, 0o600); err != nil {
+		return gateway.Config{}, fmt.Errorf("embedded config: %w", err)
+	}
+	return gateway.Parse(configs.Default, dir)
 }
 
 func run(cfg gateway.Config, path string) error {

@@ -1,0 +1,485 @@
+// dualgate admin portal: sign in, then a live view of the dispatcher and the calls, refreshed
+// every 2 s. Plain JavaScript with no dependencies. The session is the HttpOnly cookie the
+// login sets, so this script never sees the token; every request is same-origin, and the
+// browser adds the Origin header the API's CSRF check wants on POSTs.
+'use strict';
+
+(function () {
+  const POLL_MS = 2000;
+  const MAX_DIALOG_ROWS = 200;
+  const STATES = ['active', 'inactive', 'draining', 'disabled'];
+
+  const $ = (id) => document.querySelector('[data-testid="' + id + '"]');
+  const el = {
+    login: $('login'),
+    loginForm: $('login-form'),
+    loginError: $('login-error'),
+    username: $('login-username'),
+    password: $('login-password'),
+    loginSubmit: $('login-submit'),
+    dashboard: $('dashboard'),
+    session: $('session'),
+    user: $('header-user'),
+    logout: $('logout'),
+    live: $('live'),
+    lastUpdated: $('last-updated'),
+    appError: $('app-error'),
+    sets: $('sets'),
+    setsEmpty: $('sets-empty'),
+    dialogsBody: $('dialogs-body'),
+    dialogsEmpty: $('dialogs-empty'),
+    dialogsCount: $('dialogs-count'),
+    dialogsMore: $('dialogs-more'),
+    stat: {
+      up: $('stat-up'), draining: $('stat-draining'), down: $('stat-down'),
+      disabled: $('stat-disabled'), calls: $('stat-calls'),
+    },
+  };
+  const setTemplate = document.getElementById('set-template');
+  const destTemplate = document.getElementById('dest-template');
+
+  let pollTimer = 0;
+  let pollSeq = 0;          // bumps on sign-in and sign-out, so a late answer of an old session is dropped
+  let lastOK = 0;           // time of the last good refresh
+  let lockTimer = 0;        // countdown while the login is locked out
+  const setCards = new Map(); // set id -> card element
+  const destRows = new Map(); // "set uri" -> row element
+  const pending = new Set();  // rows with a state change in flight
+
+  // ---- HTTP ----
+
+  class APIError extends Error {
+    constructor(status, message, retryAfter) {
+      super(message);
+      this.status = status;
+      this.retryAfter = retryAfter;
+    }
+  }
+
+  async function api(method, path, body) {
+    const opts = { method, credentials: 'same-origin', headers: { Accept: 'application/json' }, cache: 'no-store' };
+    if (body !== undefined) {
+      opts.headers['Content-Type'] = 'application/json';
+      opts.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, opts);
+    } catch (e) {
+      throw new APIError(0, 'The gateway cannot be reached.');
+    }
+    if (res.status === 204) return null;
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (e) {
+      data = null;
+    }
+    if (!res.ok) {
+      const msg = data && typeof data.error === 'string' ? data.error : 'HTTP ' + res.status;
+      throw new APIError(res.status, msg, retryAfterSeconds(res.headers.get('Retry-After')));
+    }
+    return data;
+  }
+
+  function retryAfterSeconds(v) {
+    if (!v) return 0;
+    if (/^\d+$/.test(v.trim())) return parseInt(v, 10);
+    const t = Date.parse(v);
+    return Number.isNaN(t) ? 0 : Math.max(0, Math.ceil((t - Date.now()) / 1000));
+  }
+
+  // ---- views ----
+
+  function show(view) {
+    el.login.hidden = view !== 'login';
+    el.dashboard.hidden = view !== 'dashboard';
+    el.session.hidden = view !== 'dashboard';
+  }
+
+  function showLogin(message) {
+    stopPolling();
+    show('login');
+    setLoginError(message || '');
+    el.password.value = '';
+    (el.username.value ? el.password : el.username).focus();
+  }
+
+  function setLoginError(message) {
+    el.loginError.textContent = message;
+    el.loginError.hidden = !message;
+  }
+
+  function setAppError(message) {
+    el.appError.textContent = message;
+    el.appError.hidden = !message;
+  }
+
+  function startDashboard(me) {
+    el.user.textContent = me.user;
+    setAppError('');
+    clearDashboard();
+    show('dashboard');
+    pollSeq++;
+    lastOK = 0;
+    el.lastUpdated.textContent = 'loading…';
+    poll(pollSeq);
+  }
+
+  function clearDashboard() {
+    el.sets.replaceChildren();
+    setCards.clear();
+    destRows.clear();
+    pending.clear();
+    el.dialogsBody.replaceChildren();
+  }
+
+  function stopPolling() {
+    pollSeq++;
+    clearTimeout(pollTimer);
+  }
+
+  // ---- sign in / out ----
+
+  el.loginForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const username = el.username.value.trim();
+    const password = el.password.value;
+    if (!username || !password) {
+      setLoginError('Enter your user name and password.');
+      return;
+    }
+    el.loginSubmit.disabled = true;
+    el.loginSubmit.textContent = 'Signing in…';
+    setLoginError('');
+    try {
+      const me = await api('POST', '/api/login', { username, password });
+      if (!Array.isArray(me.roles) || !me.roles.includes('admin')) {
+        await api('POST', '/api/logout').catch(() => {});
+        showLogin('The account ' + me.user + ' has no admin role. This console is for administrators.');
+        return;
+      }
+      el.password.value = '';
+      startDashboard(me);
+    } catch (e) {
+      el.password.value = '';
+      if (e.status === 429) {
+        lockLogin(e.retryAfter, e.message);
+        return;
+      }
+      setLoginError(e.status === 401 ? 'Wrong user name or password.' : e.message);
+      el.password.focus();
+    } finally {
+      if (!lockTimer) {
+        el.loginSubmit.disabled = false;
+      }
+      el.loginSubmit.textContent = 'Sign in';
+    }
+  });
+
+  // lockLogin shows the 429 answer with a countdown, and keeps the button off until it ends.
+  function lockLogin(seconds, message) {
+    clearInterval(lockTimer);
+    const reason = /too many/i.test(message) ? message.replace(/[;.]?\s*try again later\.?$/i, '') : 'Too many sign-in attempts';
+    const until = Date.now() + Math.max(seconds, 1) * 1000;
+    const tick = () => {
+      const left = Math.ceil((until - Date.now()) / 1000);
+      if (left <= 0) {
+        clearInterval(lockTimer);
+        lockTimer = 0;
+        el.loginSubmit.disabled = false;
+        setLoginError('');
+        return;
+      }
+      setLoginError(capitalize(reason) + '. Try again in ' + formatDuration(left) + '.');
+    };
+    el.loginSubmit.disabled = true;
+    lockTimer = setInterval(tick, 1000);
+    tick();
+  }
+
+  el.logout.addEventListener('click', async () => {
+    stopPolling();
+    el.logout.disabled = true;
+    try {
+      await api('POST', '/api/logout');
+    } catch (e) {
+      // The cookie may already be gone; the sign-in form is the right place either way.
+    } finally {
+      el.logout.disabled = false;
+      clearDashboard();
+      showLogin('');
+    }
+  });
+
+  // ---- polling ----
+
+  async function poll(seq) {
+    clearTimeout(pollTimer);
+    try {
+      const [disp, dlg] = await Promise.all([
+        api('GET', '/api/admin/dispatcher'),
+        api('GET', '/api/admin/dialogs'),
+      ]);
+      if (seq !== pollSeq) return;
+      renderSets(disp.sets || []);
+      renderDialogs(dlg.dialogs || []);
+      lastOK = Date.now();
+      setAppError('');
+    } catch (e) {
+      if (seq !== pollSeq) return;
+      if (e.status === 401) {
+        showLogin('Your session has ended. Sign in again.');
+        return;
+      }
+      if (e.status === 403) {
+        setAppError('This account may not use the admin API (' + e.message + ').');
+      } else if (e.status === 429) {
+        setAppError('The gateway is rate limiting this browser; retrying.');
+      } else {
+        setAppError((e.status ? 'Refresh failed: ' + e.message : e.message) + ' Retrying every ' + POLL_MS / 1000 + ' s.');
+      }
+    }
+    renderFreshness();
+    pollTimer = setTimeout(() => poll(seq), POLL_MS);
+  }
+
+  function renderFreshness() {
+    const stale = !lastOK || Date.now() - lastOK > POLL_MS * 2.5;
+    el.live.classList.toggle('stale', stale);
+    el.lastUpdated.textContent = lastOK ? 'Updated ' + new Date(lastOK).toLocaleTimeString() : 'not connected';
+  }
+
+  // ---- dispatcher ----
+
+  function renderSets(sets) {
+    const counts = { active: 0, inactive: 0, draining: 0, disabled: 0, calls: 0, total: 0 };
+    const seenSets = new Set();
+    const seenRows = new Set();
+    sets.slice().sort((a, b) => a.id - b.id).forEach((set, i) => {
+      seenSets.add(set.id);
+      let card = setCards.get(set.id);
+      if (!card) {
+        card = setTemplate.content.firstElementChild.cloneNode(true);
+        card.dataset.set = String(set.id);
+        card.querySelector('.set-title').textContent = 'Set ' + set.id;
+        setCards.set(set.id, card);
+      }
+      if (el.sets.children[i] !== card) {
+        el.sets.insertBefore(card, el.sets.children[i] || null);
+      }
+      const tbody = card.querySelector('tbody');
+      const dests = set.destinations || [];
+      let up = 0;
+      dests.forEach((d, j) => {
+        const key = set.id + ' ' + d.uri;
+        seenRows.add(key);
+        let row = destRows.get(key);
+        if (!row) {
+          row = newDestRow(set.id, d.uri);
+          destRows.set(key, row);
+        }
+        if (tbody.children[j] !== row) {
+          tbody.insertBefore(row, tbody.children[j] || null);
+        }
+        updateDestRow(row, d);
+        const st = STATES.includes(d.state) ? d.state : 'disabled';
+        counts[st]++;
+        counts.total++;
+        counts.calls += d.active_calls || 0;
+        if (d.state === 'active') up++;
+      });
+      card.querySelector('.set-summary').textContent =
+        up + ' of ' + dests.length + ' up · ' + plural(dests.reduce((n, d) => n + (d.active_calls || 0), 0), 'call');
+    });
+    for (const [id, card] of setCards) {
+      if (!seenSets.has(id)) {
+        card.remove();
+        setCards.delete(id);
+      }
+    }
+    for (const [key, row] of destRows) {
+      if (!seenRows.has(key)) {
+        row.remove();
+        destRows.delete(key);
+      }
+    }
+    el.setsEmpty.hidden = sets.length > 0;
+    el.stat.up.textContent = counts.active + ' / ' + counts.total;
+    setStat(el.stat.draining, counts.draining);
+    setStat(el.stat.down, counts.inactive);
+    setStat(el.stat.disabled, counts.disabled);
+    el.stat.calls.textContent = String(counts.calls);
+  }
+
+  function setStat(node, n) {
+    node.textContent = String(n);
+    node.classList.toggle('nonzero', n > 0);
+  }
+
+  function newDestRow(setID, uri) {
+    const row = destTemplate.content.firstElementChild.cloneNode(true);
+    row.dataset.set = String(setID);
+    row.dataset.uri = uri;
+    row.querySelector('[data-testid="dest-uri"]').textContent = uri;
+    row.querySelectorAll('button[data-action]').forEach((btn) => {
+      btn.addEventListener('click', () => changeState(row, setID, uri, btn.dataset.action));
+    });
+    return row;
+  }
+
+  function updateDestRow(row, d) {
+    const state = STATES.includes(d.state) ? d.state : 'unknown';
+    row.dataset.state = state;
+    const badge = row.querySelector('[data-testid="dest-state"]');
+    badge.className = 'badge state-' + state;
+    badge.textContent = state;
+    row.querySelector('.duid').textContent = d.duid ? d.duid : '';
+    row.querySelector('[data-testid="dest-rtt"]').textContent = formatRTT(d.rtt_ms);
+    row.querySelector('[data-testid="dest-calls"]').textContent =
+      String(d.active_calls || 0) + (d.maxload ? ' / ' + d.maxload : '');
+    row.querySelector('[data-testid="dest-weight"]').textContent = (d.weight || 0) + ' / ' + (d.priority || 0);
+
+    const probe = row.querySelector('[data-testid="dest-probe"]');
+    const age = row.querySelector('.probe-age');
+    if (state === 'disabled') {
+      probe.textContent = 'not probed';
+      probe.classList.remove('bad');
+    } else {
+      probe.textContent = d.probe_result || 'no probe yet';
+      probe.classList.toggle('bad', !!d.probe_result && !/answered 2\d\d/.test(d.probe_result));
+    }
+    const last = d.last_probe ? Date.parse(d.last_probe) : NaN;
+    age.textContent = Number.isNaN(last) || state === 'disabled' ? '' : formatAge(last);
+    age.title = Number.isNaN(last) ? '' : new Date(last).toLocaleString();
+
+    // Offer only the changes that change something. Enable on an inactive destination would
+    // override the probes, which bring it back by themselves once it answers.
+    const busy = pending.has(row);
+    row.classList.toggle('busy', busy);
+    setButton(row, 'draining', busy || state === 'draining',
+      state === 'draining' ? 'Already draining' : 'Take no new calls; live calls continue');
+    setButton(row, 'disabled', busy || state === 'disabled',
+      state === 'disabled' ? 'Already disabled' : 'Take no calls and stop probing');
+    setButton(row, 'active', busy || state === 'active' || state === 'inactive',
+      state === 'inactive' ? 'Down: probes bring it back once it answers' :
+        state === 'active' ? 'Already active' : 'Back to active; probes decide its health');
+  }
+
+  function setButton(row, action, disabled, title) {
+    const btn = row.querySelector('button[data-action="' + action + '"]');
+    btn.disabled = disabled;
+    btn.title = title;
+  }
+
+  async function changeState(row, setID, uri, state) {
+    if (pending.has(row)) return;
+    pending.add(row);
+    row.querySelectorAll('button[data-action]').forEach((b) => { b.disabled = true; });
+    row.classList.add('busy');
+    const seq = pollSeq;
+    try {
+      const res = await api('POST', '/api/admin/dispatcher/state', { set: setID, uri, state });
+      pending.delete(row);
+      if (seq === pollSeq && res && res.sets) {
+        renderSets(res.sets);
+      }
+      setAppError('');
+    } catch (e) {
+      pending.delete(row);
+      if (e.status === 401) {
+        showLogin('Your session has ended. Sign in again.');
+        return;
+      }
+      setAppError('Could not set ' + uri + ' to ' + state + ': ' + e.message);
+      if (seq === pollSeq) poll(seq);
+    }
+  }
+
+  // ---- dialogs ----
+
+  function renderDialogs(dialogs) {
+    const sorted = dialogs.slice().sort((a, b) => Date.parse(a.started) - Date.parse(b.started));
+    const shown = sorted.slice(0, MAX_DIALOG_ROWS);
+    const now = Date.now();
+    const rows = shown.map((d) => {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = 'dialog-row';
+      tr.dataset.callId = d.call_id;
+      const cid = document.createElement('span');
+      cid.className = 'callid';
+      cid.textContent = d.call_id;
+      cid.title = d.call_id;
+      const backend = document.createElement('span');
+      backend.className = 'uri';
+      backend.textContent = d.backend;
+      const badge = document.createElement('span');
+      badge.className = 'badge state-' + (d.state === 'confirmed' || d.state === 'early' ? d.state : 'unknown');
+      badge.textContent = d.state;
+      const started = Date.parse(d.started);
+      const since = document.createElement('span');
+      since.textContent = Number.isNaN(started) ? '' : formatDuration(Math.max(0, Math.round((now - started) / 1000)));
+      since.title = Number.isNaN(started) ? '' : 'Started ' + new Date(started).toLocaleString() +
+        (d.answered ? ', answered ' + new Date(d.answered).toLocaleTimeString() : '');
+      tr.append(cell(cid), cell(backend), cell(badge), cell(since, 'num'));
+      return tr;
+    });
+    el.dialogsBody.replaceChildren(...rows);
+    el.dialogsEmpty.hidden = dialogs.length > 0;
+    el.dialogsCount.textContent = String(dialogs.length);
+    el.dialogsMore.hidden = dialogs.length <= MAX_DIALOG_ROWS;
+    el.dialogsMore.textContent = 'Showing the ' + MAX_DIALOG_ROWS + ' oldest of ' + dialogs.length + ' calls.';
+  }
+
+  function cell(child, cls) {
+    const td = document.createElement('td');
+    if (cls) td.className = cls;
+    td.append(child);
+    return td;
+  }
+
+  // ---- formatting ----
+
+  function formatRTT(ms) {
+    if (!ms || ms <= 0) return '—';
+    if (ms < 10) return ms.toFixed(2) + ' ms';
+    if (ms < 100) return ms.toFixed(1) + ' ms';
+    return Math.round(ms) + ' ms';
+  }
+
+  function formatAge(t) {
+    const s = Math.round((Date.now() - t) / 1000);
+    return s < 2 ? 'just now' : formatDuration(s) + ' ago';
+  }
+
+  function formatDuration(s) {
+    if (s < 60) return s + ' s';
+    if (s < 3600) return Math.floor(s / 60) + ' min ' + String(s % 60).padStart(2, '0') + ' s';
+    return Math.floor(s / 3600) + ' h ' + String(Math.floor(s % 3600 / 60)).padStart(2, '0') + ' min';
+  }
+
+  function plural(n, word) {
+    return n + ' ' + word + (n === 1 ? '' : 's');
+  }
+
+  function capitalize(s) {
+    return s ? s[0].toUpperCase() + s.slice(1) : s;
+  }
+
+  // ---- start ----
+
+  async function boot() {
+    try {
+      const me = await api('GET', '/api/me');
+      if (Array.isArray(me.roles) && me.roles.includes('admin')) {
+        startDashboard(me);
+        return;
+      }
+      showLogin('The account ' + me.user + ' has no admin role. Sign in as an administrator.');
+    } catch (e) {
+      showLogin(e.status && e.status !== 401 ? 'The gateway answered: ' + e.message : e.status === 0 ? e.message : '');
+    }
+  }
+
+  boot();
+}());
