@@ -4,7 +4,7 @@ BIN     := bin/dualgate
 CONFIG  ?= configs/dualgate.yaml
 FUZZTIME ?= 20s
 
-.PHONY: all build run test unit integration fuzz bench vet clean
+.PHONY: all build run test unit integration fuzz bench bench-sip bench-http vet clean
 
 all: build
 
@@ -15,8 +15,9 @@ build:
 run:
 	$(GO) run ./cmd/dualgate -config $(CONFIG)
 
-# Every test: unit, integration with real sipp peers, the torture corpus, and a short fuzz run.
-test: vet
+# Every test: unit, integration with real sipp peers, the torture corpus, the portal in
+# headless Chromium, and a short fuzz run.
+test: vet test/e2e/node_modules
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 
@@ -24,12 +25,29 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed on:"; gofmt -l .; exit 1)
 
+# playwright-core for the browser tests, as locked; runs again only when the lockfile changes.
+test/e2e/node_modules: test/e2e/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20 or later with npm"; exit 1; }
+	npm ci --prefix test/e2e --no-audit --no-fund
+	@touch $@
+
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInbound$$' -fuzztime $(FUZZTIME) ./sip/sanity
 
-# Call-rate benchmark: dualgate and Kamailio (if installed) under the same sipp load.
+# Benchmarks (bench/README.md): the SIP call rate beside Kamailio, then the HTTP plane beside
+# nginx. The HTTP bench runs even when the SIP bench fails (not when it is interrupted); make
+# fails if either does.
 bench: build
+	@rc=0; bash bench/sip-bench.sh || rc=$$?; [ $$rc -lt 128 ] || exit $$rc; \
+	GO="$(GO)" bash bench/http-bench.sh || rc=1; exit $$rc
+
+# Call-rate benchmark alone: dualgate and Kamailio (if installed) under the same sipp load.
+bench-sip: build
 	bash bench/sip-bench.sh
+
+# HTTP benchmark alone: static portal asset and authenticated API call with wrk, beside nginx.
+bench-http: build
+	GO="$(GO)" bash bench/http-bench.sh
 
 clean:
 	rm -rf bin

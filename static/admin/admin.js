@@ -323,6 +323,7 @@
     row.dataset.uri = uri;
     row.querySelector('[data-testid="dest-uri"]').textContent = uri;
     row.querySelectorAll('button[data-action]').forEach((btn) => {
+      btn.setAttribute('aria-label', btn.textContent + ' ' + uri);
       btn.addEventListener('click', () => changeState(row, setID, uri, btn.dataset.action));
     });
     return row;
@@ -346,9 +347,10 @@
       probe.textContent = 'not probed';
       probe.classList.remove('bad');
     } else {
-      probe.textContent = d.probe_result || 'no probe yet';
+      probe.textContent = d.probe_result ? shortProbe(d.probe_result) : 'no probe yet';
       probe.classList.toggle('bad', !!d.probe_result && !/answered 2\d\d/.test(d.probe_result));
     }
+    probe.title = d.probe_result || '';
     const last = d.last_probe ? Date.parse(d.last_probe) : NaN;
     age.textContent = Number.isNaN(last) || state === 'disabled' ? '' : formatAge(last);
     age.title = Number.isNaN(last) ? '' : new Date(last).toLocaleString();
@@ -456,6 +458,12 @@
     if (s < 60) return s + ' s';
     if (s < 3600) return Math.floor(s / 60) + ' min ' + String(s % 60).padStart(2, '0') + ' s';
     return Math.floor(s / 3600) + ' h ' + String(Math.floor(s % 3600 / 60)).padStart(2, '0') + ' min';
+  }
+
+  // shortProbe keeps a probe verdict to what fits a cell: the row already names the
+  // destination, and the full text is the cell's tooltip.
+  function shortProbe(r) {
+    return r.replace(/^probe /, '').replace(/OPTIONS to \S+: /, '');
   }
 
   function plural(n, word) {

@@ -1,0 +1,241 @@
+// End-to-end test of the admin portal in headless Chromium, driven by playwright-core.
+//
+// test/portal_test.go starts the gateway (sipp backends, calls in progress) and runs this
+// script with node; it is not meant to be run on its own, though it can be, against any
+// gateway set up the same way. Every wait is bounded, and the whole run has a deadline.
+//
+// Environment:
+//   DUALGATE_URL          base URL of the HTTP plane, e.g. http://127.0.0.1:8080
+//   DUALGATE_DRAIN        URI of a set-1 destination to drain and enable again
+//   DUALGATE_DISABLE      URI of a set-1 destination to disable (and leave disabled)
+//   DUALGATE_DEAD         URI of a destination nothing answers (set 2): must show inactive
+//   DUALGATE_MIN_CALLS    calls in progress the dialogs table must show (default 1)
+//   DUALGATE_SCREENSHOT   where to write the full-page screenshot of the live view (PNG);
+//                         the sign-in page with the lockout message goes beside it (-login.png)
+//   DUALGATE_CHROMIUM     browser executable (default /usr/bin/chromium)
+//   DUALGATE_ADMIN / DUALGATE_AGENT / DUALGATE_PASSWORD   demo accounts (admin, 1001, dualgate-demo)
+//
+// Output: one line per step ("ok <step> <ms>"); on failure a message, the page's console,
+// and a screenshot beside DUALGATE_SCREENSHOT (-failure.png); exit status 1.
+
+import { chromium } from 'playwright-core';
+import path from 'node:path';
+
+const env = (name, def) => {
+  const v = process.env[name];
+  if (v === undefined || v === '') {
+    if (def === undefined) {
+      console.error(`missing environment variable ${name}`);
+      process.exit(2);
+    }
+    return def;
+  }
+  return v;
+};
+
+const base = env('DUALGATE_URL').replace(/\/$/, '');
+const drainURI = env('DUALGATE_DRAIN');
+const disableURI = env('DUALGATE_DISABLE');
+const deadURI = env('DUALGATE_DEAD');
+const minCalls = parseInt(env('DUALGATE_MIN_CALLS', '1'), 10);
+const shot = env('DUALGATE_SCREENSHOT');
+const executablePath = env('DUALGATE_CHROMIUM', '/usr/bin/chromium');
+const adminUser = env('DUALGATE_ADMIN', 'admin');
+const agentUser = env('DUALGATE_AGENT', '1001');
+const password = env('DUALGATE_PASSWORD', 'dualgate-demo');
+
+const WAIT = 10_000;      // one UI expectation
+const SLOW_WAIT = 20_000; // probes settling, calls showing up
+const DEADLINE = 120_000; // the whole run
+
+const withSuffix = (p, suffix) => path.join(path.dirname(p), path.basename(p, '.png') + suffix + '.png');
+
+const deadline = setTimeout(() => {
+  console.error(`FAIL: the whole run took longer than ${DEADLINE / 1000} s`);
+  process.exit(1);
+}, DEADLINE);
+deadline.unref();
+
+const consoleLines = [];
+const problems = []; // script errors and CSP violations in the page
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  timeout: 30_000,
+  // Playwright adds --no-sandbox, --disable-background-networking and friends itself. On these
+  // machines the network is closed, so nothing may phone home.
+  args: ['--disable-gpu', '--disable-quic', '--disable-sync', '--no-first-run', '--disable-component-update',
+    '--disable-background-networking'],
+});
+
+let page;
+let failed = false;
+try {
+  const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, locale: 'en-GB', timezoneId: 'UTC' });
+  context.setDefaultTimeout(WAIT);
+  page = await context.newPage();
+  page.on('console', (m) => {
+    consoleLines.push(`[${m.type()}] ${m.text()}`);
+    // The browser logs every non-2xx fetch as an error; the portal expects some (401 before
+    // sign-in, the wrong password). What must not happen is a CSP refusal.
+    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+
+  const tid = (id) => page.getByTestId(id);
+  const row = (uri) => page.locator(`[data-testid="dest-row"][data-uri="${uri}"]`);
+  const expectState = async (uri, state, timeout = WAIT) => {
+    await page.locator(`[data-testid="dest-row"][data-uri="${uri}"][data-state="${state}"]`).waitFor({ timeout });
+    const badge = (await row(uri).getByTestId('dest-state').textContent()).trim();
+    if (badge !== state) throw new Error(`${uri}: badge says ${badge}, row state ${state}`);
+  };
+  // apiState asks the gateway itself (with the page's session cookie), not the page.
+  const apiState = async (uri) => {
+    const res = await page.request.get(`${base}/api/admin/dispatcher`, { timeout: WAIT });
+    if (res.status() !== 200) throw new Error(`GET /api/admin/dispatcher: ${res.status()}`);
+    const body = await res.json();
+    for (const set of body.sets) {
+      for (const d of set.destinations) if (d.uri === uri) return d;
+    }
+    throw new Error(`${uri} is not in GET /api/admin/dispatcher`);
+  };
+  const signIn = async (user, pass) => {
+    await tid('login-username').fill(user);
+    await tid('login-password').fill(pass);
+    const answer = page.waitForResponse((r) => r.url().endsWith('/api/login'), { timeout: WAIT });
+    await tid('login-submit').click();
+    return (await answer).status();
+  };
+  const step = async (name, fn) => {
+    const t0 = Date.now();
+    try {
+      await fn();
+    } catch (e) {
+      e.message = `${name}: ${e.message}`;
+      throw e;
+    }
+    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+  };
+  const errorText = async (id) => (await tid(id).textContent()).trim();
+
+  await step('the portal loads and asks to sign in', async () => {
+    const res = await page.goto(`${base}/admin/`, { timeout: WAIT });
+    if (res.status() !== 200) throw new Error(`GET /admin/: ${res.status()}`);
+    await tid('login-form').waitFor({ state: 'visible' });
+    if (await tid('dashboard').isVisible()) throw new Error('the dashboard shows before sign-in');
+  });
+
+  await step('a wrong password shows an error and no dashboard', async () => {
+    const status = await signIn(adminUser, 'not-the-password');
+    if (status !== 401) throw new Error(`wrong password answered ${status}, want 401`);
+    await tid('login-error').waitFor({ state: 'visible' });
+    const msg = await errorText('login-error');
+    if (!/wrong user name or password/i.test(msg)) throw new Error(`error shown: "${msg}"`);
+    if (await tid('dashboard').isVisible()) throw new Error('the dashboard shows after a wrong password');
+  });
+
+  await step(`${adminUser} signs in; the header names the user`, async () => {
+    const status = await signIn(adminUser, password);
+    if (status !== 200) throw new Error(`login answered ${status}`);
+    await tid('dashboard').waitFor({ state: 'visible' });
+    await tid('login-error').waitFor({ state: 'hidden' });
+    const user = (await tid('header-user').textContent()).trim();
+    if (user !== adminUser) throw new Error(`header shows "${user}"`);
+  });
+
+  await step('both backends show active with a probe latency; the dead one inactive', async () => {
+    for (const uri of [drainURI, disableURI]) {
+      await expectState(uri, 'active', SLOW_WAIT);
+      await page.waitForFunction(
+        (u) => /^\d+(\.\d+)? ms$/.test(document.querySelector(`[data-testid="dest-row"][data-uri="${u}"] [data-testid="dest-rtt"]`)?.textContent ?? ''),
+        uri, { timeout: SLOW_WAIT });
+      const probe = await row(uri).getByTestId('dest-probe').textContent();
+      if (!/answered 200/.test(probe)) throw new Error(`${uri}: last probe "${probe}"`);
+    }
+    await expectState(deadURI, 'inactive', SLOW_WAIT);
+  });
+
+  await step(`the calls table shows at least ${minCalls} calls in progress`, async () => {
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid="dialog-row"]').length >= n,
+      minCalls, { timeout: SLOW_WAIT });
+    if (await tid('dialogs-empty').isVisible()) throw new Error('"no calls" shows beside calls');
+  });
+
+  await step(`Drain ${drainURI}: the badge and the gateway say draining, its calls stay`, async () => {
+    const before = await apiState(drainURI);
+    await row(drainURI).getByTestId('btn-drain').click();
+    await expectState(drainURI, 'draining');
+    const now = await apiState(drainURI);
+    if (now.state !== 'draining') throw new Error(`gateway says ${now.state}`);
+    if (now.active_calls < before.active_calls) {
+      throw new Error(`draining dropped calls: ${before.active_calls} -> ${now.active_calls}`);
+    }
+    if (!(await row(drainURI).getByTestId('btn-drain').isDisabled())) throw new Error('Drain still offered while draining');
+  });
+
+  await step(`full-page screenshot -> ${shot}`, async () => {
+    await tid('stat-draining').and(page.locator('.nonzero')).waitFor();
+    await page.mouse.move(0, 0); // no hover highlight in the picture
+    await page.screenshot({ path: shot, fullPage: true });
+  });
+
+  await step(`Enable ${drainURI}: active again`, async () => {
+    await row(drainURI).getByTestId('btn-enable').click();
+    await expectState(drainURI, 'active');
+    const now = await apiState(drainURI);
+    if (now.state !== 'active') throw new Error(`gateway says ${now.state}`);
+  });
+
+  await step(`Disable ${disableURI}: disabled in the page and the gateway`, async () => {
+    await row(disableURI).getByTestId('btn-disable').click();
+    await expectState(disableURI, 'disabled');
+    const now = await apiState(disableURI);
+    if (now.state !== 'disabled') throw new Error(`gateway says ${now.state}`);
+  });
+
+  await step('Sign out: back to the sign-in form, the session is gone', async () => {
+    await tid('logout').click();
+    await tid('login-form').waitFor({ state: 'visible' });
+    await tid('dashboard').waitFor({ state: 'hidden' });
+    const me = await page.request.get(`${base}/api/me`, { timeout: WAIT });
+    if (me.status() !== 401) throw new Error(`GET /api/me after sign-out: ${me.status()}`);
+  });
+
+  await step(`${agentUser} (agent) is refused with a clear message`, async () => {
+    const status = await signIn(agentUser, password);
+    if (status !== 200) throw new Error(`agent login answered ${status}`);
+    await tid('login-error').waitFor({ state: 'visible' });
+    const msg = await errorText('login-error');
+    if (!/no admin role/i.test(msg)) throw new Error(`error shown: "${msg}"`);
+    if (await tid('dashboard').isVisible()) throw new Error('an agent got the dashboard');
+    const me = await page.request.get(`${base}/api/me`, { timeout: WAIT });
+    if (me.status() !== 401) throw new Error(`the agent's session was not ended: /api/me ${me.status()}`);
+  });
+
+  await step('repeated wrong passwords lock the name out; the page shows Retry-After', async () => {
+    let status = 0;
+    for (let i = 0; i < 8 && status !== 429; i++) {
+      status = await signIn(agentUser, `wrong-${i}`);
+      if (status !== 401 && status !== 429) throw new Error(`attempt ${i + 1} answered ${status}`);
+    }
+    if (status !== 429) throw new Error('8 wrong passwords never got 429');
+    await page.waitForFunction(() => /try again in \d/i.test(document.querySelector('[data-testid="login-error"]')?.textContent ?? ''),
+      null, { timeout: WAIT });
+    if (!(await tid('login-submit').isDisabled())) throw new Error('Sign in stays enabled while locked out');
+    await page.screenshot({ path: withSuffix(shot, '-login') });
+  });
+
+  if (problems.length) throw new Error(`the page reported problems:\n  ${problems.join('\n  ')}`);
+} catch (e) {
+  failed = true;
+  console.error(`FAIL: ${String(e.message).replace(/\x1b\[[0-9;]*m/g, '')}`);
+  if (page) {
+    await page.screenshot({ path: withSuffix(shot, '-failure'), fullPage: true }).catch(() => {});
+    console.error(`page screenshot: ${withSuffix(shot, '-failure')}`);
+  }
+  console.error(`page console:\n  ${consoleLines.slice(-40).join('\n  ')}`);
+} finally {
+  await browser.close().catch(() => {});
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,190 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dualgate/dualgate/sip/dispatcher"
+)
+
+// chromiumPath is Debian's Chromium. Playwright's own browser download does not work on these
+// machines, so playwright-core drives the system browser.
+const chromiumPath = "/usr/bin/chromium"
+
+// requireBrowser checks what the browser tests need and names what to install when something
+// is missing: the test fails, it does not skip. It returns the node executable.
+func requireBrowser(t *testing.T) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node not found: install Node.js 20 or later with npm, then run: npm ci --prefix test/e2e")
+	}
+	if v, err := exec.Command(node, "--version").Output(); err != nil {
+		t.Fatalf("node --version: %v", err)
+	} else if major, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(string(v)), "v"), "."); atoi(major) < 20 {
+		t.Fatalf("node %s is too old: playwright-core needs Node.js 20 or later", strings.TrimSpace(string(v)))
+	}
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("%s not found: install the Debian package chromium (apt-get install chromium)", chromiumPath)
+	}
+	if _, err := os.Stat(filepath.Join("e2e", "node_modules", "playwright-core", "package.json")); err != nil {
+		t.Fatal("test/e2e/node_modules/playwright-core is missing: run: npm ci --prefix test/e2e (or make test, which does)")
+	}
+	return node
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// portalConfig: backends a and b in set 1 (round-robin), a destination nobody answers in set
+// 2, probes every 300 ms so latencies show at once, the embedded login with the repository's
+// demo users, and a login rate high enough that the per-user lockout, not the per-IP limit,
+// is what the test meets.
+func portalConfig(a, b, dead int, usersFile string) string {
+	return fmt.Sprintf(`
+log: {level: debug}
+sip:
+  listen: ["udp:127.0.0.1:%%PORT%%", "tcp:127.0.0.1:%%PORT%%"]
+  timers: {response: 500ms, invite_final: 10s}
+  routes: [{name: t, methods: [INVITE], set: 1, algorithm: 4}]
+users_file: %q
+http:
+  listen: "127.0.0.1:0"
+  jwt: {ephemeral_secret: true}
+  rate_limit: {login_per_minute: 600}
+dispatcher:
+  destinations:
+    - {set: 1, uri: "sip:127.0.0.1:%d"}
+    - {set: 1, uri: "sip:127.0.0.1:%d"}
+    - {set: 2, uri: "sip:127.0.0.1:%d"}
+  probe: {interval: 300ms, timeout: 250ms, threshold: 2, recover: 1}
+`, usersFile, a, b, dead)
+}
+
+// startCalls starts a sipp caller that places n calls through the gateway and holds each for
+// two minutes, so they are in progress while the browser looks. It is stopped (by its PID)
+// when the test ends.
+func startCalls(t *testing.T, gwPort, n int) {
+	t.Helper()
+	dir := t.TempDir()
+	p := &sippProc{msgLog: filepath.Join(dir, "messages.log"), out: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command("sipp", "-sf", scenario("uac-invite.xml"), "-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)),
+		"-s", "1000", "-nostdin", "-m", strconv.Itoa(n), "-l", strconv.Itoa(n), "-r", strconv.Itoa(n), "-d", "120000",
+		"-trace_err", "-error_file", filepath.Join(dir, "err.log"), fmt.Sprintf("127.0.0.1:%d", gwPort))
+	p.cmd.Dir = dir
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start sipp caller: %v", err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() { p.stop() })
+}
+
+// TestAdminPortal drives the embedded admin portal in headless Chromium against a live gateway
+// with real backends and calls in progress: sign-in (wrong password, admin, agent refused,
+// lockout with Retry-After), live dispatcher state and latency, Drain, Enable and Disable, the
+// calls table, sign-out. The script is test/e2e/admin.spec.mjs; the screenshot of the live
+// view goes to test/artifacts/admin-portal.png.
+func TestAdminPortal(t *testing.T) {
+	requireSipp(t)
+	node := requireBrowser(t)
+	usersFile, err := filepath.Abs(filepath.Join("..", "configs", "users.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(usersFile); err != nil {
+		t.Fatalf("demo users: %v", err)
+	}
+	artifacts, err := filepath.Abs("artifacts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(artifacts, "admin-portal.png")
+	for _, f := range []string{shot, filepath.Join(artifacts, "admin-portal-login.png"), filepath.Join(artifacts, "admin-portal-failure.png")} {
+		_ = os.Remove(f) // a stale picture must not pass for this run's
+	}
+
+	gwPort, pa, pb, dead := freePort(t), freePort(t), freePort(t), freePort(t)
+	startUAS(t, "uas-rr.xml", pa)
+	startUAS(t, "uas-rr.xml", pb)
+	uriA, uriB := fmt.Sprintf("sip:127.0.0.1:%d", pa), fmt.Sprintf("sip:127.0.0.1:%d", pb)
+	uriDead := fmt.Sprintf("sip:127.0.0.1:%d", dead)
+	gw := startGateway(t, gwPort, portalConfig(pa, pb, dead, usersFile))
+
+	const calls = 4
+	startCalls(t, gwPort, calls)
+	eventually(t, 10*time.Second, fmt.Sprintf("%d calls confirmed through the gateway", calls), func() bool {
+		ds := gw.Router().Dialogs()
+		if len(ds) < calls {
+			return false
+		}
+		for _, d := range ds {
+			if d.State != "confirmed" {
+				return false
+			}
+		}
+		return true
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second) // the script's own deadline is 120 s
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "admin.spec.mjs")
+	cmd.Dir = "e2e"
+	cmd.Env = append(os.Environ(),
+		"DUALGATE_URL=http://"+gw.HTTPAddr(),
+		"DUALGATE_DRAIN="+uriA,
+		"DUALGATE_DISABLE="+uriB,
+		"DUALGATE_DEAD="+uriDead,
+		"DUALGATE_MIN_CALLS="+strconv.Itoa(calls),
+		"DUALGATE_SCREENSHOT="+shot,
+		"DUALGATE_CHROMIUM="+chromiumPath,
+	)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	err = cmd.Run()
+	t.Logf("browser test (%v):\n%s", time.Since(start).Round(time.Millisecond), out.String())
+	if err != nil {
+		t.Fatalf("node admin.spec.mjs: %v (ctx: %v)", err, ctx.Err())
+	}
+
+	// What the browser did must be what the gateway holds now: A drained and enabled again, B
+	// disabled, and no call lost to either change.
+	for _, c := range []struct {
+		uri  string
+		want dispatcher.State
+	}{{uriA, dispatcher.Active}, {uriB, dispatcher.Disabled}, {uriDead, dispatcher.Inactive}} {
+		set := 1
+		if c.uri == uriDead {
+			set = 2
+		}
+		d := gw.Dispatcher().Find(set, c.uri)
+		if d == nil {
+			t.Fatalf("set %d lost %s", set, c.uri)
+		}
+		if d.State() != c.want {
+			t.Errorf("%s is %s in the gateway after the browser test, want %s", c.uri, d.State(), c.want)
+		}
+	}
+	if n := len(gw.Router().Dialogs()); n != calls {
+		t.Errorf("%d calls tracked after drain/enable/disable, want all %d still up", n, calls)
+	}
+	if _, err := os.Stat(shot); err != nil {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	t.Logf("screenshot: %s", shot)
+}
