@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"math"
 	"net"
@@ -183,16 +184,34 @@ func (l *connLimitListener) Accept() (net.Conn, error) {
 			l.mu.Unlock()
 			l.onLimit()
 			if l.plain {
-				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-				_, _ = c.Write([]byte("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
+				go refuse(c) // never hold up Accept for a client we are turning away
+			} else {
+				_ = c.Close()
 			}
-			_ = c.Close()
 			continue
 		}
 		l.count[ip]++
 		l.mu.Unlock()
 		return &countedConn{Conn: c, release: func() { l.release(ip) }}, nil
 	}
+}
+
+// refuse answers one request on a connection over the cap with 429 and closes it. The request
+// head is read first: an answer sent before the request is, to an HTTP client, an unsolicited
+// response, not a 429.
+func refuse(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 4096)
+	var head []byte
+	for len(head) < len(buf) && !bytes.Contains(head, []byte("\r\n\r\n")) {
+		n, err := c.Read(buf[:len(buf)-len(head)])
+		head = append(head, buf[:n]...)
+		if err != nil {
+			return
+		}
+	}
+	_, _ = c.Write([]byte("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
 }
 
 func (l *connLimitListener) release(ip netip.Addr) {
