@@ -16,10 +16,17 @@ import (
 func TestExampleConfigsParse(t *testing.T) {
 	// production.yaml takes its JWT secret from the environment, as a deployment would.
 	t.Setenv("DUALGATE_JWT_SECRET", "example-secret-example-secret-example-secret-48b")
+	// The bench configs are examples too: a bench that cannot start is found here, not when
+	// someone finally runs it.
 	files, err := filepath.Glob("../configs/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no example configs found: %v", err)
 	}
+	bench, err := filepath.Glob("../bench/*.yaml")
+	if err != nil || len(bench) == 0 {
+		t.Fatalf("no bench configs found: %v", err)
+	}
+	files = append(files, bench...)
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			if filepath.Base(f) == "users.yaml" { // the users file has its own format
