@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 
+	"github.com/dualgate/dualgate/sip"
 	"github.com/dualgate/dualgate/sip/dispatcher"
 	"github.com/dualgate/dualgate/users"
 	"github.com/dualgate/dualgate/web"
@@ -19,6 +20,18 @@ func (a accounts) Authenticate(name, password string) ([]string, bool) {
 		return nil, false
 	}
 	return u.Roles, true
+}
+
+// sipUsers gives the SIP plane the users file: who exists, and their digest hashes.
+type sipUsers struct{ st *users.Store }
+
+var _ sip.Directory = sipUsers{}
+
+func (u sipUsers) HA1(name, algorithm string) (string, bool) { return u.st.HA1(name, algorithm) }
+
+func (u sipUsers) Exists(name string) bool {
+	_, ok := u.st.Lookup(name)
+	return ok
 }
 
 // adminAdapter gives the HTTP plane's admin API plain views of the SIP plane's state.

@@ -104,6 +104,9 @@ func (c *Config) resolvePaths() {
 		}
 	}
 	rel(&c.UsersFile)
+	rel(&c.SIP.TLS.CertFile)
+	rel(&c.SIP.TLS.KeyFile)
+	rel(&c.SIP.TLS.ClientCAFile)
 	rel(&c.HTTP.TLS.CertFile)
 	rel(&c.HTTP.TLS.KeyFile)
 	rel(&c.HTTP.TLS.ACME.CacheDir)

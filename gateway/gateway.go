@@ -48,17 +48,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
-	router, err := sip.New(cfg.SIP, disp, log.With("component", "sip"), reg)
+	var st *users.Store
+	var dir sip.Directory // nil: no users, so no registrations and no digest callers
+	if cfg.UsersFile != "" {
+		if st, err = users.Load(cfg.UsersFile); err != nil {
+			return nil, fmt.Errorf("users_file: %w", err)
+		}
+		if st.Realm() != cfg.SIP.Auth.Realm {
+			// The HA1 hashes are computed over the realm: with another one every login fails.
+			return nil, fmt.Errorf("users_file realm %q differs from sip.auth.realm %q", st.Realm(), cfg.SIP.Auth.Realm)
+		}
+		dir = sipUsers{st}
+	}
+	router, err := sip.New(cfg.SIP, disp, dir, log.With("component", "sip"), reg)
 	if err != nil {
 		return nil, fmt.Errorf("sip plane: %w", err)
 	}
 	g := &Gateway{log: log, Registry: reg, cfg: cfg, disp: disp, router: router, probe: cfg.Dispatcher.Probe}
 	deps := web.Deps{Admin: adminAdapter{g}, Ready: g, Metrics: reg, Static: static.Files}
-	if cfg.UsersFile != "" {
-		st, err := users.Load(cfg.UsersFile)
-		if err != nil {
-			return nil, fmt.Errorf("users_file: %w", err)
-		}
+	if st != nil {
 		deps.Accounts = accounts{st}
 	}
 	for _, w := range cfg.Warnings() {

@@ -2,11 +2,14 @@ package sip
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 
+	gosip "github.com/emiago/sipgo/sip"
 	"golang.org/x/time/rate"
 
+	"github.com/dualgate/dualgate/sip/guard"
 	"github.com/dualgate/dualgate/sip/sanity"
 )
 
@@ -44,6 +47,9 @@ func (c *admitConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.once.Do(func() { close(c.ready) })
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err == nil && !c.r.admitDatagram(b[:n], addr) {
+			continue
+		}
 		if err != nil || c.r.limiter == nil || !sanity.InitialInvite(b[:n]) || c.r.limiter.Allow() {
 			return n, addr, err
 		}
@@ -54,4 +60,44 @@ func (c *admitConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			_, _ = c.PacketConn.WriteTo(resp, addr)
 		}
 	}
+}
+
+// admitDatagram runs the flood guard on a UDP request before it is parsed: a flood, a banned
+// source or a scanner costs a map lookup, not a parse and a transaction. The cluster is never
+// limited here (its load is the product's load).
+func (r *Router) admitDatagram(data []byte, addr net.Addr) bool {
+	if r.guard == nil || sanity.IsResponse(data) {
+		return true
+	}
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return true
+	}
+	ip, _ := netip.AddrFromSlice(ua.IP)
+	ip = ip.Unmap()
+	if class, _ := r.classify(ip); class == sourceCluster {
+		return true
+	}
+	return r.judge(ip, sanity.UserAgent(data))
+}
+
+// admitSource is admitDatagram for a request that came over a stream transport.
+func (r *Router) admitSource(ip netip.Addr, req *gosip.Request) bool {
+	if r.guard == nil {
+		return true
+	}
+	var ua []byte
+	if h := req.GetHeader("User-Agent"); h != nil {
+		ua = []byte(h.Value())
+	}
+	return r.judge(ip, ua)
+}
+
+func (r *Router) judge(ip netip.Addr, userAgent []byte) bool {
+	v := r.guard.Check(ip, string(userAgent))
+	if v == guard.Allow {
+		return true
+	}
+	r.m.rejected.WithLabelValues("guard_" + v.String()).Inc()
+	return false
 }

@@ -45,8 +45,93 @@ type Config struct {
 	// MaxDialogDuration ends tracking of a call whose BYE was never seen. Default 6h.
 	MaxDialogDuration time.Duration `yaml:"max_dialog_duration"`
 	// Routes decide which new requests go to which dispatcher set: first match wins. A request
-	// that matches nothing gets 404. Default: INVITE to set 1, round-robin.
+	// that matches nothing gets 404. Default: INVITE to set 1, round-robin. Only trusted
+	// sources (the cluster, Trusted) and authenticated users reach the route table; trunks go
+	// to their own set.
 	Routes []RouteConfig `yaml:"routes"`
+
+	// Domains are host names that, besides our listener addresses and Advertise, make a
+	// Request-URI ours: REGISTER for it, and INVITE to one of its users. Default none.
+	Domains []string `yaml:"domains"`
+	// Trusted lists CIDRs trusted like the cluster: they may call users without digest. The
+	// addresses of dispatcher destinations are always trusted. Default none.
+	Trusted []string `yaml:"trusted"`
+	// Trunks are carriers identified by source address: their calls need no digest and go to
+	// their own dispatcher set. Everyone else must authenticate or is refused.
+	Trunks []TrunkConfig `yaml:"trunks"`
+	// Auth is digest authentication for REGISTER (401) and other requests from users (407).
+	Auth AuthConfig `yaml:"auth"`
+	// Registrar holds the location service's limits and NAT keepalives.
+	Registrar RegistrarConfig `yaml:"registrar"`
+	// Guard is the SIP plane's own flood protection (separate from the HTTP plane's limits).
+	Guard GuardConfig `yaml:"guard"`
+	// TLS is the certificate of the tls: listeners.
+	TLS TLSConfig `yaml:"tls"`
+	// TopologyHiding keeps internal addresses from outside parties: the cluster's Contact,
+	// Via and Server headers never leave through the gateway. Default true.
+	TopologyHiding bool `yaml:"topology_hiding"`
+}
+
+// TrunkConfig is one carrier, trusted by source address.
+type TrunkConfig struct {
+	Name    string   `yaml:"name"`
+	Sources []string `yaml:"sources"` // CIDRs
+	// Set and Algorithm: where the trunk's calls go (Kamailio algorithm numbers). Default set 1,
+	// round-robin.
+	Set       int `yaml:"set"`
+	Algorithm int `yaml:"algorithm"`
+	// Rate and Burst are the per-source request limits of this trunk's addresses, instead of
+	// guard.rate/burst. Default 500/s, burst 1000.
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
+}
+
+// AuthConfig configures digest authentication (RFC 3261 §22, RFC 8760).
+type AuthConfig struct {
+	// Realm of the challenges. It must equal the users file's realm, as the HA1 hashes there
+	// are computed over it. Default "dualgate".
+	Realm string `yaml:"realm"`
+	// Algorithms offered, strongest first, one challenge each: SHA-256, MD5. Default both.
+	Algorithms []string `yaml:"algorithms"`
+	// NonceTTL is how long a nonce is good; a correct answer on an older one gets a fresh
+	// challenge with stale=true. Default 5m.
+	NonceTTL time.Duration `yaml:"nonce_ttl"`
+}
+
+// RegistrarConfig configures the registrar and location service.
+type RegistrarConfig struct {
+	MinExpires     time.Duration `yaml:"min_expires"`     // default 60s; shorter gets 423
+	MaxExpires     time.Duration `yaml:"max_expires"`     // default 1h; longer is lowered
+	DefaultExpires time.Duration `yaml:"default_expires"` // default 1h
+	MaxContacts    int           `yaml:"max_contacts"`    // per user, default 10
+	// Keepalive is the interval of OPTIONS pings to bindings registered over UDP, which keep
+	// their NAT mapping open. 0 turns them off. Default 25s.
+	Keepalive time.Duration `yaml:"keepalive"`
+}
+
+// GuardConfig configures flood protection.
+type GuardConfig struct {
+	// Rate and Burst: requests per second per source address (IPv6: per /64). 0 turns the
+	// limit off. Default 50/s, burst 100.
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
+	// BanTime is how long a source that keeps flooding, or fails digest auth AuthFailures
+	// times within AuthWindow, is ignored. Default 10m.
+	BanTime      time.Duration `yaml:"ban_time"`
+	AuthFailures int           `yaml:"auth_failures"` // default 10
+	AuthWindow   time.Duration `yaml:"auth_window"`   // default 5m
+	// ScannerUserAgents are User-Agent substrings (case-insensitive) whose requests are
+	// dropped without an answer. Default: well-known SIP scanners.
+	ScannerUserAgents []string `yaml:"scanner_user_agents"`
+}
+
+// TLSConfig is the certificate of the SIP TLS listeners.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, makes TLS clients present a certificate signed by these CAs
+	// (trunks with mutual TLS). Default: no client certificate asked for.
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 // TimerConfig holds the failover timers.
@@ -88,11 +173,17 @@ func Defaults() Config {
 		MaxDialogDuration: 6 * time.Hour,
 		Routes: []RouteConfig{{Name: "default", Methods: []string{"INVITE"}, Set: 1,
 			Algorithm: int(dispatcher.AlgRoundRobin)}},
+		Auth: AuthConfig{Realm: "dualgate", Algorithms: []string{"SHA-256", "MD5"}, NonceTTL: 5 * time.Minute},
+		Registrar: RegistrarConfig{MinExpires: 60 * time.Second, MaxExpires: time.Hour,
+			DefaultExpires: time.Hour, MaxContacts: 10, Keepalive: 25 * time.Second},
+		Guard: GuardConfig{Rate: 50, Burst: 100, BanTime: 10 * time.Minute, AuthFailures: 10,
+			AuthWindow: 5 * time.Minute},
+		TopologyHiding: true,
 	}
 }
 
 type listenSpec struct {
-	transport string // "udp" or "tcp"
+	transport string // "udp", "tcp" or "tls"
 	addr      string // host:port
 }
 
@@ -102,8 +193,8 @@ func parseListen(s string) (listenSpec, error) {
 		return listenSpec{}, fmt.Errorf("sip.listen %q: want transport:host:port", s)
 	}
 	tr = strings.ToLower(tr)
-	if tr != "udp" && tr != "tcp" {
-		return listenSpec{}, fmt.Errorf("sip.listen %q: transport %q not supported here (udp, tcp)", s, tr)
+	if tr != "udp" && tr != "tcp" && tr != "tls" {
+		return listenSpec{}, fmt.Errorf("sip.listen %q: transport %q not supported (udp, tcp, tls)", s, tr)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -160,6 +251,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("sip.routes[%d]: %w", i, err))
 		}
 	}
+	errs = append(errs, c.validateEdge()...)
 	return errors.Join(errs...)
 }
 
@@ -255,4 +347,96 @@ func (r *route) match(method, user, host string, src netip.Addr) bool {
 		return false
 	}
 	return true
+}
+
+// validateEdge checks the registrar, auth, trunk, guard and TLS settings.
+func (c Config) validateEdge() []error {
+	var errs []error
+	tlsListener := false
+	for _, l := range c.Listen {
+		if spec, err := parseListen(l); err == nil && spec.transport == "tls" {
+			tlsListener = true
+		}
+	}
+	if tlsListener && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("sip.tls: cert_file and key_file are required for a tls: listener"))
+	}
+	if !tlsListener && c.TLS.ClientCAFile != "" {
+		errs = append(errs, errors.New("sip.tls.client_ca_file is set but there is no tls: listener"))
+	}
+	for _, d := range c.Domains {
+		if d == "" || strings.ContainsAny(d, " :;@/") {
+			errs = append(errs, fmt.Errorf("sip.domains %q: want a bare host name", d))
+		}
+	}
+	if _, err := parsePrefixes(c.Trusted); err != nil {
+		errs = append(errs, fmt.Errorf("sip.trusted: %w", err))
+	}
+	names := map[string]bool{}
+	for i, t := range c.Trunks {
+		if t.Name == "" || names[t.Name] {
+			errs = append(errs, fmt.Errorf("sip.trunks[%d]: a unique name is required", i))
+		}
+		names[t.Name] = true
+		if len(t.Sources) == 0 {
+			errs = append(errs, fmt.Errorf("sip.trunks[%d] (%s): sources are required", i, t.Name))
+		}
+		if _, err := parsePrefixes(t.Sources); err != nil {
+			errs = append(errs, fmt.Errorf("sip.trunks[%d] (%s): %w", i, t.Name, err))
+		}
+		if t.Set < 0 || !dispatcher.Algorithm(t.Algorithm).Valid() {
+			errs = append(errs, fmt.Errorf("sip.trunks[%d] (%s): bad set or algorithm", i, t.Name))
+		}
+		if t.Rate < 0 || t.Burst < 0 {
+			errs = append(errs, fmt.Errorf("sip.trunks[%d] (%s): rate and burst must not be negative", i, t.Name))
+		}
+	}
+	if c.Auth.Realm == "" || strings.ContainsAny(c.Auth.Realm, "\"\r\n") {
+		errs = append(errs, errors.New("sip.auth.realm: required, without quotes or line breaks"))
+	}
+	if len(c.Auth.Algorithms) == 0 {
+		errs = append(errs, errors.New("sip.auth.algorithms: at least one of SHA-256, MD5"))
+	}
+	for _, a := range c.Auth.Algorithms {
+		if !strings.EqualFold(a, "SHA-256") && !strings.EqualFold(a, "MD5") {
+			errs = append(errs, fmt.Errorf("sip.auth.algorithms: %q is not SHA-256 or MD5", a))
+		}
+	}
+	if c.Auth.NonceTTL < 10*time.Second {
+		errs = append(errs, errors.New("sip.auth.nonce_ttl must be at least 10s"))
+	}
+	rg := c.Registrar
+	if rg.MinExpires <= 0 || rg.MaxExpires < rg.MinExpires || rg.DefaultExpires < rg.MinExpires || rg.DefaultExpires > rg.MaxExpires {
+		errs = append(errs, errors.New("sip.registrar: want 0 < min_expires <= default_expires <= max_expires"))
+	}
+	if rg.MaxContacts < 1 {
+		errs = append(errs, errors.New("sip.registrar.max_contacts must be at least 1"))
+	}
+	if rg.Keepalive < 0 {
+		errs = append(errs, errors.New("sip.registrar.keepalive must not be negative (0 turns it off)"))
+	}
+	g := c.Guard
+	if g.Rate < 0 || g.Burst < 0 || g.AuthFailures < 0 || g.BanTime < 0 || g.AuthWindow < 0 {
+		errs = append(errs, errors.New("sip.guard: values must not be negative"))
+	}
+	if g.Rate > 0 && g.Burst < 1 {
+		errs = append(errs, errors.New("sip.guard.burst must be at least 1 when rate is set"))
+	}
+	return errs
+}
+
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				return nil, fmt.Errorf("%q is not a CIDR or address", s)
+			}
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

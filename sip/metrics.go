@@ -12,6 +12,8 @@ type metrics struct {
 	setup        *prometheus.HistogramVec
 	dialogs      prometheus.Gauge
 	dialogsEnded *prometheus.CounterVec
+	auth         *prometheus.CounterVec
+	keepalives   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,7 +51,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "gateway", Subsystem: "sip", Name: "dialogs_ended_total",
 			Help: "Tracked calls that ended, by reason (bye, failed, max_duration, replaced).",
 		}, []string{"reason"}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "sip", Name: "auth_total",
+			Help: "Digest authentication outcomes (ok, challenged, stale, failed, malformed, from_mismatch).",
+		}, []string{"result"}),
+		keepalives: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "sip", Name: "nat_keepalives_total",
+			Help: "OPTIONS keepalives sent to bindings registered over UDP.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.replies, m.rejected, m.failovers, m.branchFail, m.setup, m.dialogs, m.dialogsEnded)
+	reg.MustRegister(m.requests, m.replies, m.rejected, m.failovers, m.branchFail, m.setup, m.dialogs,
+		m.dialogsEnded, m.auth, m.keepalives)
 	return m
 }

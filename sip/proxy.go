@@ -23,6 +23,12 @@ type target struct {
 	transport string                  // "UDP", "TCP", "TLS"
 	dst       *dispatcher.Destination // nil for in-dialog next hops
 	popRoutes int                     // our own Route entries to remove before sending
+	// outside: a phone or agent, reachable only where it came from; over a stream transport
+	// only on its own connection, never by a new one.
+	outside bool
+	ruri    *gosip.Uri // the Request-URI to send (a binding's Contact); nil keeps the received one
+	path    []string   // Route entries to add (a binding's Path, RFC 3327)
+	laddr   string     // local UDP socket to send from (where a binding registered); "" picks one
 }
 
 func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
@@ -36,6 +42,13 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 		log.Debug("request refused by sanity check", "status", code, "reason", reason)
 		r.reply(tx, req, code, reason, nil)
 		return
+	}
+
+	src := sourceAddr(req)
+	class, trk := r.classify(src)
+	// UDP was checked before parsing (admit.go); stream transports are checked here.
+	if class != sourceCluster && req.Transport() != "UDP" && !r.admitSource(src, req) {
+		return // dropped without an answer: flooding, banned, or a scanner
 	}
 
 	// RFC 3261 §16.3 step 3. An OPTIONS with Max-Forwards 0 addressed to us is ours to answer.
@@ -66,11 +79,57 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 		r.reply(tx, req, 482, "Loop Detected", nil)
 		return
 	}
-	if req.Method == gosip.OPTIONS && req.Recipient.User == "" && r.isSelf(&req.Recipient) {
+	ours := r.isOurDomain(&req.Recipient)
+	if req.Method == gosip.OPTIONS && req.Recipient.User == "" && ours {
 		r.replyOptions(tx, req)
 		return
 	}
+	if req.Method == gosip.REGISTER {
+		if !ours {
+			r.m.rejected.WithLabelValues("not_our_domain").Inc()
+			r.reply(tx, req, 403, "Not Our Domain", nil)
+			return
+		}
+		r.onRegister(req, tx, src, log)
+		return
+	}
 
+	// Who is calling: the cluster and trusted networks by address, a trunk by address, anyone
+	// else only as an authenticated user calling as themselves.
+	switch class {
+	case sourceUntrusted:
+		if r.users == nil {
+			r.m.rejected.WithLabelValues("untrusted").Inc()
+			r.reply(tx, req, 403, "Forbidden", nil)
+			return
+		}
+		user, ok := r.authenticate(req, tx, src, "Proxy-Authorization", log)
+		if !ok {
+			return
+		}
+		if from := req.From(); from == nil || from.Address.User != user {
+			r.m.auth.WithLabelValues("from_mismatch").Inc()
+			log.Warn("caller is not the authenticated user", "user", user)
+			r.reply(tx, req, 403, "From Does Not Match Credentials", nil)
+			return
+		}
+	case sourceTrunk:
+		// A carrier's calls go to its own set, whatever the number.
+		r.dispatch(req, tx, trk.set, trk.alg, log)
+		return
+	}
+
+	if ours && r.users != nil && r.users.Exists(req.Recipient.User) {
+		r.callUser(req, tx, log)
+		return
+	}
+	if class == sourceCluster && ours && r.users != nil {
+		// The cluster calls users; a name it sends back to us that is no user is not ours to
+		// route (dispatched, it would loop into the cluster again).
+		r.m.rejected.WithLabelValues("unknown_user").Inc()
+		r.reply(tx, req, 404, "Not Found", nil)
+		return
+	}
 	rt := r.matchRoute(req)
 	if rt == nil {
 		r.m.rejected.WithLabelValues("no_route").Inc()
@@ -78,6 +137,39 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 		r.reply(tx, req, 404, "No Route", nil)
 		return
 	}
+	r.dispatch(req, tx, rt.set, rt.alg, log)
+}
+
+// callUser forks a call to a registered user's bindings: 480 when the user has none.
+func (r *Router) callUser(req *gosip.Request, tx gosip.ServerTransaction, log reqLog) {
+	targets := r.userTargets(req.Recipient.User)
+	if len(targets) == 0 {
+		r.m.rejected.WithLabelValues("not_registered").Inc()
+		r.reply(tx, req, 480, "Temporarily Unavailable", nil)
+		return
+	}
+	if req.IsInvite() && !r.admitInflight() {
+		r.m.rejected.WithLabelValues("overload").Inc()
+		r.reply(tx, req, 503, "Overloaded", r.retryAfter())
+		return
+	}
+	if req.IsInvite() {
+		defer r.inflight.Add(-1)
+	}
+	r.fork(req, tx, targets, log)
+}
+
+// admitInflight counts one more INVITE awaiting its answer, or refuses it past max_inflight.
+func (r *Router) admitInflight() bool {
+	if r.inflight.Add(1) > int64(r.cfg.MaxInflight) {
+		r.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+// dispatch sends a new request to a dispatcher set, with failover.
+func (r *Router) dispatch(req *gosip.Request, tx gosip.ServerTransaction, set int, alg dispatcher.Algorithm, log reqLog) {
 	if req.IsInvite() {
 		// UDP calls were already counted against max_cps before parsing (admit.go).
 		if req.Transport() != "UDP" && !r.admitNewCall() {
@@ -85,8 +177,7 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 			r.reply(tx, req, 503, "Overloaded", r.retryAfter())
 			return
 		}
-		if r.inflight.Add(1) > int64(r.cfg.MaxInflight) {
-			r.inflight.Add(-1)
+		if !r.admitInflight() {
 			r.m.rejected.WithLabelValues("overload").Inc()
 			r.reply(tx, req, 503, "Overloaded", r.retryAfter())
 			return
@@ -105,10 +196,10 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 		key.AuthUser = digestUsername(auth.Value())
 	}
 	var buf [8]*dispatcher.Destination
-	dsts := r.disp.Select(rt.set, rt.alg, &key, buf[:0])
+	dsts := r.disp.Select(set, alg, &key, buf[:0])
 	if len(dsts) == 0 {
 		r.m.rejected.WithLabelValues("no_destination").Inc()
-		log.Warn("no destination available", "set", rt.set)
+		log.Warn("no destination available", "set", set)
 		r.reply(tx, req, 503, "No Destination Available", r.retryAfter())
 		return
 	}
@@ -155,8 +246,8 @@ func (r *Router) matchRoute(req *gosip.Request) *route {
 	return nil
 }
 
-func sourceAddr(req *gosip.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(req.Source())
+func sourceAddr(m gosip.Message) netip.Addr {
+	ap, err := netip.ParseAddrPort(m.Source())
 	if err != nil {
 		return netip.Addr{}
 	}
@@ -178,6 +269,11 @@ func (r *Router) looseRoute(req *gosip.Request) (target, bool) {
 		pop++
 	}
 	if pop == 0 {
+		// A Request-URI that is one of our sealed Contacts is ours to route even without a
+		// Route: we gave that Contact out (topology hiding).
+		if t, ok := r.requestURITarget(req); ok && t.ruri != nil {
+			return t, true
+		}
 		return target{}, false
 	}
 	var t target
@@ -188,10 +284,25 @@ func (r *Router) looseRoute(req *gosip.Request) (target, bool) {
 		}
 		t = uriTarget(&rt.Address)
 	} else {
-		t = uriTarget(&req.Recipient)
+		t, _ = r.requestURITarget(req)
 	}
 	t.popRoutes = pop
 	return t, true
+}
+
+// requestURITarget is where a request goes by its Request-URI: a sealed cluster Contact
+// (topology hiding, the Request-URI is restored), a Contact with our NAT alias (the party's
+// real source), or the URI itself. ok is false for a plain URI.
+func (r *Router) requestURITarget(req *gosip.Request) (target, bool) {
+	if u, ok := r.revealTarget(&req.Recipient); ok {
+		t := uriTarget(u)
+		t.ruri = u
+		return t, true
+	}
+	if t, ok := aliasTarget(&req.Recipient); ok {
+		return t, true
+	}
+	return uriTarget(&req.Recipient), false
 }
 
 func uriTarget(u *gosip.Uri) target {
@@ -243,6 +354,14 @@ func (r *Router) prepareForward(fwd, orig *gosip.Request, t target, recordRoute 
 	for range t.popRoutes {
 		fwd.RemoveHeader("Route")
 	}
+	if t.ruri != nil {
+		fwd.Recipient = *t.ruri
+	}
+	stripAlias(fwd)
+	r.edgeRewrite(fwd, orig, t, recordRoute)
+	for i := len(t.path) - 1; i >= 0; i-- {
+		fwd.PrependHeader(gosip.NewHeader("Route", t.path[i]))
+	}
 	mf := gosip.MaxForwardsHeader(70)
 	if h := orig.MaxForwards(); h != nil {
 		mf = gosip.MaxForwardsHeader(h.Val() - 1)
@@ -270,6 +389,17 @@ func (r *Router) prepareForward(fwd, orig *gosip.Request, t target, recordRoute 
 	fwd.SetTransport(t.transport)
 	fwd.SetDestination(t.addr)
 	r.setLocal(fwd, t.host)
+	if t.laddr != "" && t.transport == "UDP" {
+		if ap, err := netip.ParseAddrPort(t.laddr); err == nil {
+			fwd.Laddr = gosip.Addr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}
+		}
+	}
+}
+
+// unreachable reports whether a target is an outside party over a stream transport whose
+// connection is gone: it cannot be reached, and must not be dialled.
+func (r *Router) unreachable(t target) bool {
+	return t.outside && t.transport != "UDP" && !r.streamAlive(t.transport, t.addr)
 }
 
 // stampSource writes where the request really came from into the sender's Via (RFC 3261
@@ -359,6 +489,11 @@ func failoverCode(code int) bool { return code == 408 || (code >= 500 && code < 
 
 func (r *Router) branch(req *gosip.Request, stx gosip.ServerTransaction, t target, dialogCreating, initial bool,
 	cancelled <-chan struct{}, d *dialog, log reqLog) (branchOutcome, *gosip.Response) {
+	if r.unreachable(t) {
+		log.Info("party's connection is gone", "target", t.addr)
+		r.m.branchFail.WithLabelValues("transport").Inc()
+		return outcomeFailover, nil
+	}
 	fwd := forwardCopy(req)
 	r.prepareForward(fwd, req, t, dialogCreating, r.branchID(req))
 	backend := t.addr
@@ -619,6 +754,14 @@ func (r *Router) sendCancel(fwd *gosip.Request) {
 func (r *Router) relayResponse(tx gosip.ServerTransaction, req *gosip.Request, res *gosip.Response) {
 	out := res
 	out.RemoveHeader("Via")
+	if out.Via() == nil {
+		// We took the cluster's Vias off the request (topology hiding): the answer gets them
+		// back from the request as we received it.
+		for _, v := range req.GetHeaders("Via") {
+			out.AppendHeader(v)
+		}
+	}
+	r.edgeRewriteResponse(out, req)
 	out.SetDestination(req.Source())
 	r.m.replies.WithLabelValues(methodLabel(string(res.CSeq().MethodName)), strconv.Itoa(int(res.StatusCode))).Inc()
 	if err := tx.Respond(out); err != nil {

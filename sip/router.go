@@ -12,6 +12,7 @@ package sip
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,7 +29,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/dualgate/dualgate/sip/auth"
 	"github.com/dualgate/dualgate/sip/dispatcher"
+	"github.com/dualgate/dualgate/sip/guard"
+	"github.com/dualgate/dualgate/sip/registrar"
 	"github.com/dualgate/dualgate/sip/sanity"
 )
 
@@ -47,14 +51,30 @@ type Router struct {
 
 	dialogs *dialogs
 
+	// Source policy, compiled from the config.
+	trusted []netip.Prefix
+	trunks  []trunk
+	domains map[string]bool
+
+	// The edge: digest auth, registrar and location, flood guard, topology hiding.
+	users Directory
+	auth  *auth.Authenticator
+	reg   *registrar.Registrar
+	loc   registrar.Store
+	guard *guard.Guard
+	topo  *topology // nil when topology hiding is off
+
 	// Filled by Start: what we call ourselves in Via and Record-Route, and every host:port
 	// that means "this node" when it appears in a Route header.
-	viaHost  string
-	ports    map[string]int // transport → port written into Via / Record-Route
-	self     map[string]bool
-	udpLocal map[bool]gosip.Addr // by IPv6-ness: the listener socket UDP requests leave from
-	udpReady []chan struct{}     // closed once sipgo serves each UDP socket
-	bound    []net.Addr
+	viaHost        string
+	ports          map[string]int // transport → port written into Via / Record-Route
+	self           map[string]bool
+	selfHosts      map[string]bool     // listener and advertised hosts, any port: our domain in a Request-URI
+	udpLocal       map[bool]gosip.Addr // by IPv6-ness: the listener socket UDP requests leave from
+	udpReady       []chan struct{}     // closed once sipgo serves each UDP socket
+	bound          []net.Addr
+	boundTransport []string // udp, tcp or tls, by bound index
+	tlsConf        *tls.Config
 
 	inflight atomic.Int64
 	limiter  *rate.Limiter // nil: no cap on new calls per second
@@ -63,12 +83,13 @@ type Router struct {
 	cancel   context.CancelFunc
 }
 
-// New builds the router. It does not touch the network until Start.
-func New(cfg Config, disp *dispatcher.Dispatcher, log *slog.Logger, reg prometheus.Registerer) (*Router, error) {
+// New builds the router. It does not touch the network until Start. users may be nil: then
+// nobody registers and every untrusted caller is refused.
+func New(cfg Config, disp *dispatcher.Dispatcher, users Directory, log *slog.Logger, reg prometheus.Registerer) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, log: log, disp: disp, m: newMetrics(reg), limiter: newLimiter(cfg.MaxCPS)}
+	r := &Router{cfg: cfg, log: log, disp: disp, m: newMetrics(reg), limiter: newLimiter(cfg.MaxCPS), users: users}
 	for _, rc := range cfg.Routes {
 		rt, err := compileRoute(rc)
 		if err != nil {
@@ -77,6 +98,15 @@ func New(cfg Config, disp *dispatcher.Dispatcher, log *slog.Logger, reg promethe
 		r.routes = append(r.routes, rt)
 	}
 	r.dialogs = newDialogs(r.m)
+	r.trusted, _ = parsePrefixes(cfg.Trusted) // validated
+	r.trunks = compileTrunks(cfg.Trunks)
+	r.domains = map[string]bool{}
+	for _, d := range cfg.Domains {
+		r.domains[strings.ToLower(d)] = true
+	}
+	if err := r.buildEdge(reg); err != nil {
+		return nil, err
+	}
 
 	// sipgo logs every unparsable datagram with its whole content at error level; those are
 	// counted and answered by our sanity stage, so its own chatter is kept to warnings.
@@ -116,6 +146,7 @@ func (r *Router) Start(ctx context.Context) error {
 	ctx, r.cancel = context.WithCancel(ctx)
 	r.ports = map[string]int{}
 	r.self = map[string]bool{}
+	r.selfHosts = map[string]bool{}
 	r.udpLocal = map[bool]gosip.Addr{}
 	advHost, advPort, _ := splitAdvertise(r.cfg.Advertise)
 
@@ -137,12 +168,9 @@ func (r *Router) Start(ctx context.Context) error {
 		}
 	}
 	r.viaHost = advHost
-	for _, a := range r.bound {
+	for i, a := range r.bound {
 		h, p, _ := net.SplitHostPort(a.String())
-		tr := "udp"
-		if _, ok := a.(*net.TCPAddr); ok {
-			tr = "tcp"
-		}
+		tr := r.boundTransport[i]
 		port, _ := strconv.Atoi(p)
 		if _, ok := r.ports[tr]; !ok {
 			r.ports[tr] = port
@@ -151,6 +179,7 @@ func (r *Router) Start(ctx context.Context) error {
 			r.ports[tr] = advPort
 		}
 		r.self[hostPortKey(h, port)] = true
+		r.selfHosts[strings.ToLower(strings.Trim(h, "[]"))] = true
 		r.self[hostPortKey(advHost, r.ports[tr])] = true
 	}
 
@@ -169,6 +198,11 @@ func (r *Router) Start(ctx context.Context) error {
 		}
 	}
 	r.wg.Go(func() { r.dialogs.sweep(ctx, r.cfg.MaxDialogDuration) })
+	r.wg.Go(func() { r.loc.(*registrar.MemoryStore).Run(ctx, time.Second) })
+	r.wg.Go(func() { r.guard.Run(ctx) })
+	if r.cfg.Registrar.Keepalive > 0 {
+		r.wg.Go(func() { r.keepalive(ctx, r.cfg.Registrar.Keepalive) })
+	}
 	r.log.Info("sip plane started", "listen", r.Addrs(), "advertise", r.viaHost)
 	return nil
 }
@@ -191,6 +225,7 @@ func (r *Router) bind(spec listenSpec) (func(), error) {
 		}
 		ua := pc.LocalAddr().(*net.UDPAddr)
 		r.bound = append(r.bound, ua)
+		r.boundTransport = append(r.boundTransport, "udp")
 		v6 := ua.IP.To4() == nil
 		if _, ok := r.udpLocal[v6]; !ok {
 			r.udpLocal[v6] = gosip.Addr{IP: ua.IP, Port: ua.Port}
@@ -203,26 +238,28 @@ func (r *Router) bind(spec listenSpec) (func(), error) {
 		admitted := newAdmitConn(guarded, r)
 		r.udpReady = append(r.udpReady, admitted.ready)
 		return func() { _ = r.srv.ServeUDP(admitted) }, nil
-	default: // "tcp"
+	default: // "tcp", "tls"
 		ln, err := net.Listen("tcp", spec.addr)
 		if err != nil {
-			return nil, fmt.Errorf("sip listen tcp %s: %w", spec.addr, err)
+			return nil, fmt.Errorf("sip listen %s %s: %w", spec.transport, spec.addr, err)
 		}
 		r.bound = append(r.bound, ln.Addr())
+		r.boundTransport = append(r.boundTransport, spec.transport)
 		r.closers = append(r.closers, ln.Close)
-		return func() { _ = r.srv.ServeTCP(ln) }, nil
+		tracked := &trackingListener{Listener: ln, transport: spec.transport, closed: r.connGone}
+		if spec.transport == "tls" {
+			tl := tls.NewListener(tracked, r.tlsConf)
+			return func() { _ = r.srv.ServeTLS(tl) }, nil
+		}
+		return func() { _ = r.srv.ServeTCP(tracked) }, nil
 	}
 }
 
 // Addrs returns the bound listener addresses as transport:host:port (useful with port 0).
 func (r *Router) Addrs() []string {
 	out := make([]string, 0, len(r.bound))
-	for _, a := range r.bound {
-		tr := "udp"
-		if _, ok := a.(*net.TCPAddr); ok {
-			tr = "tcp"
-		}
-		out = append(out, tr+":"+a.String())
+	for i, a := range r.bound {
+		out = append(out, r.boundTransport[i]+":"+a.String())
 	}
 	return out
 }

@@ -57,6 +57,8 @@ sip:
   listen: ["udp:127.0.0.1:%%PORT%%", "tcp:127.0.0.1:%%PORT%%"]
   timers: {response: 500ms, invite_final: 10s}
   routes: [{name: t, methods: [INVITE], set: 1, algorithm: 4}]
+  # The calls come from a carrier: the cluster itself only calls users.
+  trunks: [{name: carrier, sources: ["127.0.0.2"], set: 1, algorithm: 4}]
 users_file: %q
 http:
   listen: "127.0.0.1:0"
@@ -78,7 +80,7 @@ func startCalls(t *testing.T, gwPort, n int) {
 	t.Helper()
 	dir := t.TempDir()
 	p := &sippProc{msgLog: filepath.Join(dir, "messages.log"), out: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command("sipp", "-sf", scenario("uac-invite.xml"), "-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)),
+	p.cmd = exec.Command("sipp", "-sf", scenario("uac-invite.xml"), "-i", "127.0.0.2", "-p", strconv.Itoa(freePort(t)),
 		"-s", "1000", "-nostdin", "-m", strconv.Itoa(n), "-l", strconv.Itoa(n), "-r", strconv.Itoa(n), "-d", "120000",
 		"-trace_err", "-error_file", filepath.Join(dir, "err.log"), fmt.Sprintf("127.0.0.1:%d", gwPort))
 	p.cmd.Dir = dir

@@ -301,7 +301,7 @@ func TestIPv6Listeners(t *testing.T) {
 	u := startUAS(t, "uas-rr.xml", p)
 	cfg := strings.Replace(gwConfig(4, dest(p, ""), ""),
 		`listen: ["udp:127.0.0.1:%PORT%", "tcp:127.0.0.1:%PORT%"]`,
-		`listen: ["udp:[::1]:%PORT%", "tcp:[::1]:%PORT%", "udp:127.0.0.1:%PORT%"]`, 1)
+		"listen: [\"udp:[::1]:%PORT%\", \"tcp:[::1]:%PORT%\", \"udp:127.0.0.1:%PORT%\"]\n  trusted: [\"::1\"] # the IPv6 caller stands for the cluster's other address family", 1)
 	gw := startGateway(t, gwPort, cfg)
 	if got := strings.Join(gw.Router().Addrs(), " "); !strings.Contains(got, "udp:[::1]:") || !strings.Contains(got, "tcp:[::1]:") {
 		t.Fatalf("IPv6 listeners not bound: %s", got)

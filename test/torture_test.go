@@ -128,20 +128,21 @@ func answer(codes []string) string {
 
 // tortureAnswers is what the gateway answers to each corpus message on a fresh gateway, over UDP
 // and over TCP. A gateway answers requests to itself (404 No Route: the test route table sends
-// only INVITE to the backend), relays valid INVITEs ("fwd"), and never relays invalid ones.
+// only INVITE to the backend; 403 for a REGISTER to a domain that is not ours: it is no open
+// relay), relays valid INVITEs ("fwd"), and never relays invalid ones.
 // Responses addressed to nobody get no answer. Deviations from RFC 4475's preferred answer are
 // marked with the reason.
 var tortureAnswers = map[string][2]string{
 	// §3.1.1 valid. wsinv: sipgo cannot parse its spaced "tag = value" From parameter, so its
 	// transaction layer refuses it with 400 before the router runs (known sipgo limitation).
 	"rfc4475/wsinv.dat": {"400", "400"}, "rfc4475/intmeth.dat": {"404", "404"},
-	"rfc4475/esc01.dat": {"fwd", "fwd"}, "rfc4475/escnull.dat": {"404", "404"},
+	"rfc4475/esc01.dat": {"fwd", "fwd"}, "rfc4475/escnull.dat": {"403", "403"},
 	"rfc4475/esc02.dat": {"404", "404"}, "rfc4475/lwsdisp.dat": {"404", "404"},
 	"rfc4475/longreq.dat": {"fwd", "fwd"},
 	// dblreq: over UDP the trailing INVITE is ignored. Over TCP it is the next message on the
-	// stream and its framing is broken: sipgo closes the connection, racing the REGISTER's 404
+	// stream and its framing is broken: sipgo closes the connection, racing the REGISTER's 403
 	// ("a|b" lists the answers either side of such a race).
-	"rfc4475/dblreq.dat": {"404", "404|none"}, "rfc4475/semiuri.dat": {"404", "404"},
+	"rfc4475/dblreq.dat": {"403", "403|none"}, "rfc4475/semiuri.dat": {"404", "404"},
 	"rfc4475/transports.dat": {"404", "404"}, "rfc4475/mpart01.dat": {"404", "404"},
 	"rfc4475/unreason.dat": {"none", "none"}, "rfc4475/noreason.dat": {"none", "none"},
 	// §3.1.2 invalid: 400 where a response can be formed; dropped (UDP) or the connection
@@ -155,8 +156,8 @@ var tortureAnswers = map[string][2]string{
 	// baddate: RFC 4475 lets a proxy accept it; a proxy has no use for Date.
 	"rfc4475/baddate.dat": {"fwd", "fwd"},
 	// regbadct: only the datagram check sees the unquoted ';' in Contact; on TCP it parses
-	// like regescrt and gets the REGISTER's 404.
-	"rfc4475/regbadct.dat": {"400", "404"}, "rfc4475/badaspec.dat": {"none", "none"},
+	// like regescrt and gets the foreign REGISTER's 403.
+	"rfc4475/regbadct.dat": {"400", "403"}, "rfc4475/badaspec.dat": {"none", "none"},
 	"rfc4475/baddn.dat": {"none", "none"}, "rfc4475/badvers.dat": {"505", "none"},
 	"rfc4475/mismatch01.dat": {"400", "400"}, "rfc4475/mismatch02.dat": {"400", "400"},
 	"rfc4475/bigcode.dat": {"none", "none"},
@@ -164,22 +165,22 @@ var tortureAnswers = map[string][2]string{
 	// (unknown To scheme, Require, Content-Type, SDP) is relayed or routed as usual.
 	"rfc4475/badbranch.dat": {"400", "400"}, "rfc4475/insuf.dat": {"400", "400"},
 	"rfc4475/unkscm.dat": {"416", "416"}, "rfc4475/novelsc.dat": {"416", "none"},
-	"rfc4475/unksm2.dat": {"404", "404"}, "rfc4475/bext01.dat": {"404", "404"},
-	"rfc4475/invut.dat": {"fwd", "fwd"}, "rfc4475/regaut01.dat": {"404", "404"},
+	"rfc4475/unksm2.dat": {"403", "403"}, "rfc4475/bext01.dat": {"404", "404"},
+	"rfc4475/invut.dat": {"fwd", "fwd"}, "rfc4475/regaut01.dat": {"403", "403"},
 	"rfc4475/multi01.dat": {"400", "400"},
 	// mcl01 on TCP: sipgo frames by the last Content-Length, the router refuses the mismatch
 	// with 400, and the leftover bytes close the stream, racing that 400.
 	"rfc4475/mcl01.dat": {"400", "400|none"},
 	// bcast is a response: nothing to answer.
 	"rfc4475/bcast.dat": {"none", "none"}, "rfc4475/zeromf.dat": {"483", "483"},
-	"rfc4475/cparam01.dat": {"404", "404"}, "rfc4475/cparam02.dat": {"404", "404"},
-	"rfc4475/regescrt.dat": {"404", "404"}, "rfc4475/sdp01.dat": {"fwd", "fwd"},
+	"rfc4475/cparam01.dat": {"403", "403"}, "rfc4475/cparam02.dat": {"403", "403"},
+	"rfc4475/regescrt.dat": {"403", "403"}, "rfc4475/sdp01.dat": {"fwd", "fwd"},
 	// inv2543: an RFC 2543 request with no branch and no From tag; sipgo's transaction layer
 	// cannot key it and answers 400 itself (TCP: the same 400 or a closed stream).
 	"rfc4475/inv2543.dat": {"400", "none"},
 	// RFC 5118.
-	"rfc5118/ipv6-good.dat": {"404", "404"}, "rfc5118/ipv6-bad.dat": {"none", "none"},
-	"rfc5118/port-ambiguous.dat": {"404", "404"}, "rfc5118/port-unambiguous.dat": {"404", "404"},
+	"rfc5118/ipv6-good.dat": {"403", "403"}, "rfc5118/ipv6-bad.dat": {"none", "none"},
+	"rfc5118/port-ambiguous.dat": {"403", "403"}, "rfc5118/port-unambiguous.dat": {"403", "403"},
 	"rfc5118/via-received-param-with-delim.dat": {"404", "404"},
 	"rfc5118/via-received-param-no-delim.dat":   {"404", "404"},
 	// The next three declare a Content-Length that does not match the body (see the corpus

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -88,7 +90,8 @@ func (s *Set) prepare() {
 // set table is replaced whole on reload.
 type Dispatcher struct {
 	sets    atomic.Pointer[map[int]*Set]
-	mu      sync.Mutex // serialises reloads and administrative state changes
+	addrs   atomic.Pointer[map[netip.Addr]bool] // IP of every destination: the cluster's sources
+	mu      sync.Mutex                          // serialises reloads and administrative state changes
 	log     *slog.Logger
 	metrics *Metrics
 }
@@ -101,6 +104,7 @@ func New(specs []Spec, log *slog.Logger, m *Metrics) (*Dispatcher, error) {
 	}
 	d := &Dispatcher{log: log, metrics: m}
 	d.sets.Store(&sets)
+	d.addrs.Store(addrIndex(sets))
 	d.publishStates()
 	return d, nil
 }
@@ -139,10 +143,30 @@ func (d *Dispatcher) Reload(specs []Spec) error {
 		}
 	}
 	d.sets.Store(&next)
+	d.addrs.Store(addrIndex(next))
 	d.metrics.forgetDestinations()
 	d.publishStates()
 	d.log.Info("dispatcher reloaded", "sets", len(next))
 	return nil
+}
+
+// IsDestination reports whether ip is the address of a destination in any set, whatever its
+// state: requests from the cluster are recognised by source address, as Kamailio's
+// ds_is_from_list does. Destinations given by host name are not resolved here.
+func (d *Dispatcher) IsDestination(ip netip.Addr) bool {
+	return (*d.addrs.Load())[ip.Unmap()]
+}
+
+func addrIndex(sets map[int]*Set) *map[netip.Addr]bool {
+	m := map[netip.Addr]bool{}
+	for _, set := range sets {
+		for _, dst := range set.Dests {
+			if ip, err := netip.ParseAddr(strings.Trim(dst.Host, "[]")); err == nil {
+				m[ip.Unmap()] = true
+			}
+		}
+	}
+	return &m
 }
 
 // Sets returns the current sets ordered by id (a snapshot; destinations are live objects).

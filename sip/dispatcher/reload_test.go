@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -250,5 +251,21 @@ func TestReloadConcurrent(t *testing.T) {
 				t.Errorf("%s counts %d calls after every call ended", dst.URI, dst.ActiveCalls())
 			}
 		}
+	}
+}
+
+func TestIsDestinationFollowsReload(t *testing.T) {
+	d := newTest(t, []Spec{{SetID: 1, URI: "sip:10.0.0.1:5060"}})
+	if !d.IsDestination(netip.MustParseAddr("10.0.0.1")) || !d.IsDestination(netip.MustParseAddr("::ffff:10.0.0.1")) {
+		t.Fatal("a destination's address (plain and IPv4-mapped) must be recognised")
+	}
+	if d.IsDestination(netip.MustParseAddr("10.0.0.2")) {
+		t.Fatal("an address that is no destination was recognised")
+	}
+	if err := d.Reload([]Spec{{SetID: 1, URI: "sip:10.0.0.2:5060"}}); err != nil {
+		t.Fatal(err)
+	}
+	if d.IsDestination(netip.MustParseAddr("10.0.0.1")) || !d.IsDestination(netip.MustParseAddr("10.0.0.2")) {
+		t.Fatal("the address index did not follow the reload")
 	}
 }

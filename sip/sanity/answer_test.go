@@ -70,3 +70,17 @@ func TestAnswer(t *testing.T) {
 		t.Error("answered a response")
 	}
 }
+
+func TestUserAgent(t *testing.T) {
+	req := []byte("OPTIONS sip:100@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\nuser-agent :  friendly-scanner \r\nCall-ID: x\r\n\r\n")
+	if got := string(UserAgent(req)); got != "friendly-scanner" {
+		t.Errorf("UserAgent = %q, want friendly-scanner (case-insensitive name, trimmed value)", got)
+	}
+	if got := UserAgent([]byte("OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\nUser-Agent: in-body\r\n")); got != nil {
+		t.Errorf("a User-Agent in the body was read: %q", got)
+	}
+	res := []byte("SIP/2.0 200 OK\r\nUser-Agent: x\r\n\r\n")
+	if UserAgent(res) != nil || !IsResponse(res) || IsResponse(req) {
+		t.Error("responses have no User-Agent to judge and must be told apart from requests")
+	}
+}

@@ -1164,3 +1164,30 @@ func lower(c byte) byte {
 func hasPrefixFold(b []byte, s string) bool {
 	return len(b) >= len(s) && eqFold(b[:len(s)], s)
 }
+
+// UserAgent returns the User-Agent value of a request datagram (nil for responses or when
+// absent), without parsing the message: the flood guard drops scanners before sipgo sees them.
+func UserAgent(data []byte) []byte {
+	if bytes.HasPrefix(data, []byte("SIP/")) {
+		return nil
+	}
+	_, pos := nextLine(data, 0)
+	for pos < len(data) {
+		var line []byte
+		line, pos = nextLine(data, pos)
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			continue
+		}
+		if bytes.EqualFold(bytes.TrimRight(line[:colon], " \t"), []byte("User-Agent")) {
+			return bytes.TrimSpace(line[colon+1:])
+		}
+	}
+	return nil
+}
+
+// IsResponse reports whether a datagram is a SIP response (it starts with the version).
+func IsResponse(data []byte) bool { return bytes.HasPrefix(data, []byte("SIP/")) }
