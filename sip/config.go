@@ -402,8 +402,8 @@ func (c Config) validateEdge() []error {
 			errs = append(errs, fmt.Errorf("sip.auth.algorithms: %q is not SHA-256 or MD5", a))
 		}
 	}
-	if c.Auth.NonceTTL < 10*time.Second {
-		errs = append(errs, errors.New("sip.auth.nonce_ttl must be at least 10s"))
+	if c.Auth.NonceTTL < time.Second {
+		errs = append(errs, errors.New("sip.auth.nonce_ttl must be at least 1s"))
 	}
 	rg := c.Registrar
 	if rg.MinExpires <= 0 || rg.MaxExpires < rg.MinExpires || rg.DefaultExpires < rg.MinExpires || rg.DefaultExpires > rg.MaxExpires {

@@ -134,15 +134,65 @@ func (r *Router) edgeRewrite(fwd, orig *gosip.Request, t target, initial bool) {
 	for fwd.RemoveHeader("Via") {
 	}
 	r.hideContact(fwd, t.transport)
+	r.hideAddressHeaders(fwd)
 	hideServer(fwd)
+}
+
+// hideAddressHeaders replaces a cluster IP in the From and To URIs with ours (FreeSWITCH writes
+// its own address there). Dialogs are matched by Call-ID and tags, so the far end's requests
+// still match; answers going back to the cluster get the original headers again
+// (restoreAddressHeaders).
+func (r *Router) hideAddressHeaders(m interface {
+	From() *gosip.FromHeader
+	To() *gosip.ToHeader
+	ReplaceHeader(gosip.Header)
+}) {
+	if f := m.From(); f != nil && r.isClusterHost(f.Address.Host) {
+		nf := gosip.HeaderClone(f).(*gosip.FromHeader)
+		nf.Address.Host, nf.Address.Port = r.viaHost, 0
+		m.ReplaceHeader(nf)
+	}
+	if to := m.To(); to != nil && r.isClusterHost(to.Address.Host) {
+		nt := gosip.HeaderClone(to).(*gosip.ToHeader)
+		nt.Address.Host, nt.Address.Port = r.viaHost, 0
+		m.ReplaceHeader(nt)
+	}
+}
+
+// restoreAddressHeaders gives an answer from the outside the From and To the cluster sent
+// (keeping the To tag the answering party added).
+func restoreAddressHeaders(res *gosip.Response, req *gosip.Request) {
+	if f := req.From(); f != nil {
+		res.ReplaceHeader(f)
+	}
+	if to, rto := req.To(), res.To(); to != nil && rto != nil {
+		nt := gosip.HeaderClone(to).(*gosip.ToHeader)
+		if tag, ok := rto.Params.Get("tag"); ok {
+			nt.Params = nt.Params.Clone()
+			nt.Params.Add("tag", tag)
+		}
+		res.ReplaceHeader(nt)
+	}
+}
+
+func (r *Router) isClusterHost(host string) bool {
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	if err != nil {
+		return false
+	}
+	c, _ := r.classify(ip)
+	return c == sourceCluster
 }
 
 // edgeRewriteResponse is edgeRewrite for an answer we relay back to req's sender.
 func (r *Router) edgeRewriteResponse(res *gosip.Response, req *gosip.Request) {
 	from, _ := r.classify(sourceAddr(res))
-	if from == sourceUntrusted {
-		if res.StatusCode < 300 {
+	if from != sourceCluster {
+		if from == sourceUntrusted && res.StatusCode < 300 {
 			addAlias(res, res.Source(), res.Transport())
+		}
+		if to, _ := r.classify(sourceAddr(req)); r.topo != nil && to == sourceCluster {
+			restoreAddressHeaders(res, req)
 		}
 		return
 	}
@@ -153,6 +203,7 @@ func (r *Router) edgeRewriteResponse(res *gosip.Response, req *gosip.Request) {
 		return
 	}
 	r.hideContact(res, req.Transport())
+	r.hideAddressHeaders(res)
 	hideServer(res)
 }
 

@@ -89,10 +89,11 @@ func startGateway(t *testing.T, port int, yamlCfg string) *gateway.Gateway {
 
 // sippProc is a sipp process this test started.
 type sippProc struct {
-	cmd    *exec.Cmd
-	msgLog string
-	out    *bytes.Buffer
-	done   chan error
+	cmd      *exec.Cmd
+	msgLog   string
+	out      *bytes.Buffer
+	done     chan error
+	stopOnce sync.Once
 }
 
 func scenario(name string) string {
@@ -107,10 +108,18 @@ func scenario(name string) string {
 // so tests can see what reached which backend.
 func startUAS(t *testing.T, scen string, port int) *sippProc {
 	t.Helper()
+	return startUASAt(t, "127.0.0.1", scenario(scen), port)
+}
+
+// startUASAt starts a sipp UAS on ip:port with the scenario file at path (extra: more sipp
+// arguments).
+func startUASAt(t *testing.T, ip, path string, port int, extra ...string) *sippProc {
+	t.Helper()
 	dir := t.TempDir()
 	p := &sippProc{msgLog: filepath.Join(dir, "messages.log"), out: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command("sipp", "-sf", scenario(scen), "-i", "127.0.0.1", "-p", strconv.Itoa(port),
-		"-nostdin", "-trace_msg", "-message_file", p.msgLog, "-trace_err", "-error_file", filepath.Join(dir, "err.log"))
+	args := append([]string{"-sf", path, "-i", ip, "-p", strconv.Itoa(port),
+		"-nostdin", "-trace_msg", "-message_file", p.msgLog, "-trace_err", "-error_file", filepath.Join(dir, "err.log")}, extra...)
+	p.cmd = exec.Command("sipp", args...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -118,30 +127,35 @@ func startUAS(t *testing.T, scen string, port int) *sippProc {
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() { p.stop() })
-	waitUDP(t, port)
+	waitUDPAt(t, ip, port)
 	return p
 }
 
-// stop ends the backend (by the PID we started) and waits for it.
+// stop ends the backend (by the PID we started) and waits for it; once, however often it is
+// called. The Wait goroutine owns the process state, so stop only signals and waits.
 func (p *sippProc) stop() {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	p.stopOnce.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM) // fails harmlessly if it already exited
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
 }
 
 // waitUDP waits until something listens on the UDP port (a bind on it fails).
 func waitUDP(t *testing.T, port int) {
 	t.Helper()
+	waitUDPAt(t, "127.0.0.1", port)
+}
+
+func waitUDPAt(t *testing.T, ip string, port int) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		c, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		if err != nil {
 			return
 		}
@@ -204,6 +218,7 @@ type uacResult struct {
 	ok, failed int
 	rc         int
 	out        string
+	msgLog     string // sipp's -message_file, when the run traced messages
 }
 
 // runUAC runs a bounded sipp caller against the gateway.
@@ -227,6 +242,13 @@ func runSippUAC(t *testing.T, scenPath, localIP, target string, calls int, rate 
 		"-trace_err", "-error_file", filepath.Join(dir, "err.log")}
 	args = append(args, extra...)
 	args = append(args, target)
+	return sippRun(t, dir, args)
+}
+
+// sippRun runs a bounded sipp UAC in dir (its -stf and -error_file point there) and reads its
+// counts.
+func sippRun(t *testing.T, dir string, args []string) uacResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sipp", args...)
