@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/dualgate/dualgate/sip"
 	"github.com/dualgate/dualgate/sip/dispatcher"
@@ -78,6 +79,34 @@ func (a adminAdapter) ReloadDispatcher() error {
 		}
 	}
 	return a.g.Reload(next)
+}
+
+func (a adminAdapter) Registrations() []web.Registration {
+	out := []web.Registration{}
+	for _, b := range a.g.router.Bindings() {
+		out = append(out, web.Registration{User: b.AOR, Contact: b.Contact.String(), Source: b.Source.String(),
+			Transport: b.Transport, Expires: b.Expires, UserAgent: b.UserAgent, Instance: b.Instance})
+	}
+	return out
+}
+
+func (a adminAdapter) Bans() []web.Ban {
+	out := []web.Ban{}
+	for _, b := range a.g.router.Bans() {
+		out = append(out, web.Ban{Prefix: b.Prefix().String(), Reason: b.Reason, User: b.User, Since: b.Since, Until: b.Until})
+	}
+	return out
+}
+
+func (a adminAdapter) LiftBan(addr string) error {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return fmt.Errorf("%w: %q is not an IP address", web.ErrInvalid, addr)
+	}
+	if !a.g.router.LiftBan(ip) {
+		return fmt.Errorf("%w: no ban covers %s", web.ErrNotFound, addr)
+	}
+	return nil
 }
 
 func (a adminAdapter) Dialogs() []web.Dialog {

@@ -192,3 +192,18 @@ func (r *Router) userTargets(aor string) []target {
 	}
 	return out
 }
+
+// Bindings returns every current registration (for the admin API).
+func (r *Router) Bindings() []registrar.Binding { return r.loc.All() }
+
+// Bans returns the active bans of the flood guard (for the admin API).
+func (r *Router) Bans() []guard.Ban { return r.guard.Bans() }
+
+// LiftBan ends the ban covering ip and reports whether there was one.
+func (r *Router) LiftBan(ip netip.Addr) bool {
+	lifted := r.guard.Lift(ip)
+	if lifted {
+		r.log.Info("ban lifted", "remote", ip.String())
+	}
+	return lifted
+}

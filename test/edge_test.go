@@ -4,8 +4,11 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -150,6 +153,49 @@ func TestRegisterWithDigest(t *testing.T) {
 	if res := register(t, gwPort, "127.0.0.6", 0, "1002", demoPassword, "200", 600); res.ok != 1 {
 		t.Fatalf("REGISTER from another source after the ban did not get 200\n%s", tail(res.out, 3000))
 	}
+
+	// The admin API shows the registrations (with their real sources) and the ban, and
+	// lifting the ban lets the source in again.
+	token := adminToken(t, gw)
+	if code, body := adminCall(t, gw, "GET", "/api/admin/registrations", token, ""); code != 200 ||
+		!strings.Contains(body, `"source":"127.0.0.5:`) || !strings.Contains(body, `"user":"1002"`) {
+		t.Fatalf("registrations: %d %s", code, body)
+	}
+	if code, body := adminCall(t, gw, "GET", "/api/admin/bans", token, ""); code != 200 ||
+		!strings.Contains(body, `"prefix":"127.0.0.9/32"`) || !strings.Contains(body, `"reason":"auth"`) {
+		t.Fatalf("bans: %d %s", code, body)
+	}
+	if code, body := adminCall(t, gw, "POST", "/api/admin/bans/lift", token, `{"address":"127.0.0.9"}`); code != 200 {
+		t.Fatalf("lift: %d %s", code, body)
+	}
+	if got := c.exchange(t, c.register("1002", "", 600), time.Second); code(got) != 401 {
+		t.Fatalf("after the lift: want a challenge, got %q", firstLine(got))
+	}
+}
+
+func adminCall(t *testing.T, gw *gateway.Gateway, method, path, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+gw.HTTPAddr()+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+func adminToken(t *testing.T, gw *gateway.Gateway) string {
+	t.Helper()
+	code, body := adminCall(t, gw, "POST", "/api/login", "", `{"username":"admin","password":"`+demoPassword+`"}`)
+	var s struct{ Token string }
+	if err := json.Unmarshal([]byte(body), &s); err != nil || code != 200 || s.Token == "" {
+		t.Fatalf("admin login: %d %s", code, body)
+	}
+	return s.Token
 }
 
 func TestDigestReplayStaleAndSHA256(t *testing.T) {

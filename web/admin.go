@@ -16,6 +16,30 @@ type Admin interface {
 	SetDestinationState(set int, uri, state string) error
 	ReloadDispatcher() error
 	Dialogs() []Dialog
+	Registrations() []Registration
+	Bans() []Ban
+	// LiftBan ends the ban covering addr (ErrInvalid: not an address; ErrNotFound: no ban).
+	LiftBan(addr string) error
+}
+
+// Registration is one binding in the location service.
+type Registration struct {
+	User      string    `json:"user"`
+	Contact   string    `json:"contact"`
+	Source    string    `json:"source"`
+	Transport string    `json:"transport"`
+	Expires   time.Time `json:"expires"`
+	UserAgent string    `json:"user_agent,omitempty"`
+	Instance  string    `json:"instance,omitempty"`
+}
+
+// Ban is one source the SIP plane ignores.
+type Ban struct {
+	Prefix string    `json:"prefix"`
+	Reason string    `json:"reason"`
+	User   string    `json:"user,omitempty"`
+	Since  time.Time `json:"since"`
+	Until  time.Time `json:"until"`
 }
 
 // DispatcherSet is one dispatcher set as the admin API shows it.
@@ -69,6 +93,35 @@ func (s *Server) adminRoutes(r chi.Router) {
 	r.Get("/dialogs", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"dialogs": s.deps.Admin.Dialogs()})
 	})
+	r.Get("/registrations", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"registrations": s.deps.Admin.Registrations()})
+	})
+	r.Get("/bans", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"bans": s.deps.Admin.Bans()})
+	})
+	r.Post("/bans/lift", s.liftBan)
+}
+
+func (s *Server) liftBan(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Address string `json:"address"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeJSONError(w, http.StatusBadRequest, "body must be {\"address\": \"IP\"}")
+		return
+	}
+	if err := s.deps.Admin.LiftBan(req.Address); err != nil {
+		status := http.StatusUnprocessableEntity
+		if errors.Is(err, ErrNotFound) {
+			status = http.StatusNotFound
+		}
+		writeJSONError(w, status, err.Error())
+		return
+	}
+	s.log.Info("ban lifted by admin", "remote", req.Address)
+	writeJSON(w, http.StatusOK, map[string]any{"bans": s.deps.Admin.Bans()})
 }
 
 type stateChange struct {

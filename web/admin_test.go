@@ -16,6 +16,7 @@ type fakeAdmin struct {
 	mu        sync.Mutex
 	state     map[string]string
 	reloadErr error
+	lifted    bool
 }
 
 func (f *fakeAdmin) DispatcherSets() []DispatcherSet {
@@ -43,6 +44,29 @@ func (f *fakeAdmin) SetDestinationState(set int, uri, state string) error {
 }
 
 func (f *fakeAdmin) ReloadDispatcher() error { return f.reloadErr }
+func (f *fakeAdmin) Registrations() []Registration {
+	return []Registration{{User: "1001", Contact: "sip:1001@192.168.1.50", Source: "203.0.113.7:40000", Transport: "UDP"}}
+}
+func (f *fakeAdmin) Bans() []Ban {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lifted {
+		return []Ban{}
+	}
+	return []Ban{{Prefix: "198.51.100.9/32", Reason: "flood"}}
+}
+func (f *fakeAdmin) LiftBan(addr string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case addr == "198.51.100.9" && !f.lifted:
+		f.lifted = true
+		return nil
+	case addr == "not-an-ip":
+		return fmt.Errorf("%w: %q is not an IP address", ErrInvalid, addr)
+	}
+	return fmt.Errorf("%w: no ban covers %s", ErrNotFound, addr)
+}
 func (f *fakeAdmin) Dialogs() []Dialog {
 	return []Dialog{{CallID: "c1", Backend: "sip:10.0.0.1:5060", State: "confirmed"}}
 }
@@ -124,6 +148,35 @@ func TestAdminAPI(t *testing.T) {
 	t.Run("dialogs", func(t *testing.T) {
 		if code, body := do(t, "GET", base+"/dialogs", "", admin); code != 200 || !strings.Contains(body, `"c1"`) {
 			t.Errorf("got %d %s", code, body)
+		}
+	})
+	t.Run("registrations", func(t *testing.T) {
+		if code, body := do(t, "GET", base+"/registrations", "", admin); code != 200 || !strings.Contains(body, `"source":"203.0.113.7:40000"`) {
+			t.Errorf("got %d %s", code, body)
+		}
+		if code, _ := do(t, "GET", base+"/registrations", "", agent); code != 403 {
+			t.Errorf("agent listed registrations: %d", code)
+		}
+	})
+	t.Run("bans listed and lifted", func(t *testing.T) {
+		if code, body := do(t, "GET", base+"/bans", "", admin); code != 200 || !strings.Contains(body, `"reason":"flood"`) {
+			t.Fatalf("got %d %s", code, body)
+		}
+		for _, tc := range []struct {
+			body string
+			want int
+		}{
+			{`{"address":"not-an-ip"}`, 422},
+			{`{"address":"192.0.2.1"}`, 404},
+			{`{"addr":"192.0.2.1"}`, 400},
+			{`{"address":"198.51.100.9"}`, 200},
+		} {
+			if code, body := do(t, "POST", base+"/bans/lift", tc.body, admin); code != tc.want {
+				t.Errorf("%s: got %d %s, want %d", tc.body, code, body, tc.want)
+			}
+		}
+		if code, body := do(t, "GET", base+"/bans", "", admin); code != 200 || strings.Contains(body, "198.51.100.9") {
+			t.Errorf("after the lift: %d %s", code, body)
 		}
 	})
 }
