@@ -80,23 +80,35 @@ func (r *Router) buildEdge(reg prometheus.Registerer) error {
 }
 
 // onRegister handles a REGISTER for our domain: digest auth (401), the authenticated user
-// must be the AOR (403), then the registrar.
-func (r *Router) onRegister(req *gosip.Request, tx gosip.ServerTransaction, src netip.Addr, log reqLog) {
+// must be the AOR (403), then the registrar. From the cluster and sip.trusted (say, an SBC
+// that authenticated the phone already) no digest is asked, as Kamailio's allow_trusted; the
+// AOR must still be a user.
+func (r *Router) onRegister(req *gosip.Request, tx gosip.ServerTransaction, src netip.Addr, trusted bool, log reqLog) {
 	if r.users == nil {
 		r.m.rejected.WithLabelValues("no_users").Inc()
 		r.reply(tx, req, 403, "Registration Not Enabled", nil)
 		return
 	}
-	user, ok := r.authenticate(req, tx, src, "Authorization", log)
-	if !ok {
-		return
-	}
 	to := req.To()
-	if to == nil || to.Address.User != user {
-		r.m.auth.WithLabelValues("from_mismatch").Inc()
-		log.Warn("REGISTER for another user refused", "user", user)
-		r.reply(tx, req, 403, "Forbidden", nil)
-		return
+	var user string
+	if trusted {
+		if to == nil || !r.users.Exists(to.Address.User) {
+			r.m.rejected.WithLabelValues("unknown_user").Inc()
+			r.reply(tx, req, 404, "Not Found", nil)
+			return
+		}
+		user = to.Address.User
+	} else {
+		var ok bool
+		if user, ok = r.authenticate(req, tx, src, "Authorization", log); !ok {
+			return
+		}
+		if to == nil || to.Address.User != user {
+			r.m.auth.WithLabelValues("from_mismatch").Inc()
+			log.Warn("REGISTER for another user refused", "user", user)
+			r.reply(tx, req, 403, "Forbidden", nil)
+			return
+		}
 	}
 	res := r.reg.Register(req, user, r.regSource(req))
 	if res.Status >= 300 {

@@ -90,7 +90,7 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 			r.reply(tx, req, 403, "Not Our Domain", nil)
 			return
 		}
-		r.onRegister(req, tx, src, log)
+		r.onRegister(req, tx, src, class == sourceCluster, log)
 		return
 	}
 
