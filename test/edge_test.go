@@ -567,3 +567,59 @@ func digestAnswer(h func(string) string, alg, user, password, nonce, method, uri
 	return fmt.Sprintf(`Digest username="%s", realm="dualgate", nonce="%s", uri="%s", response="%s", algorithm=%s, qop=auth, nc=%s, cnonce="%s"`,
 		user, nonce, uri, resp, alg, ncs, cnonce)
 }
+
+// TestForkToEveryBinding: a user registered from two phones; a call rings both, the first to
+// answer gets it and the other is cancelled.
+func TestForkToEveryBinding(t *testing.T) {
+	requireSipp(t)
+	gwPort, backend, pa, pb := freePort(t), freePort(t), freePort(t), freePort(t)
+	startGateway(t, gwPort, edgeConfig(t, backend, "  auth: {algorithms: [MD5]}"))
+	for _, ph := range []struct {
+		ip      string
+		port    int
+		contact string
+	}{{"127.0.0.5", pa, "192.168.1.50:5060"}, {"127.0.0.6", pb, "192.168.1.51:5060"}} {
+		scen := templated(t, "uac-register.xml", map[string]string{"USER": "1001", "PASSWORD": demoPassword, "EXPECT": "200",
+			"CONTACT": ph.contact, "EXPIRES": "600"})
+		if res := runSippFrom(t, scen, ph.ip, ph.port, fmt.Sprintf("127.0.0.1:%d", gwPort), 1, "-s", "1001"); res.ok != 1 {
+			t.Fatalf("registration from %s failed\n%s", ph.ip, tail(res.out, 3000))
+		}
+	}
+	answers := startUASAt(t, "127.0.0.5", templated(t, "uas-phone.xml", map[string]string{"CONTACT": "192.168.1.50:5060"}), pa, "-s", "1001", "-m", "1")
+	rings := startUASAt(t, "127.0.0.6", scenario("uas-ring-cancel.xml"), pb, "-m", "1")
+	if res := runSippFrom(t, scenario("uac-invite.xml"), "127.0.0.3", 0, fmt.Sprintf("127.0.0.1:%d", gwPort), 1, "-s", "1001", "-d", "200"); res.ok != 1 {
+		t.Fatalf("forked call failed\n%s", tail(res.out, 3000))
+	}
+	answers.stop()
+	rings.stop()
+	if reqs := answers.received(t); count(reqs, "INVITE") != 1 || count(reqs, "BYE") != 1 {
+		t.Errorf("answering phone received %v, want INVITE, ACK, BYE", reqs)
+	}
+	if reqs := rings.received(t); count(reqs, "INVITE") != 1 || count(reqs, "CANCEL") != 1 || count(reqs, "BYE") != 0 {
+		t.Errorf("ringing phone received %v, want INVITE and CANCEL", reqs)
+	}
+}
+
+// TestNATKeepalive: a binding registered over UDP gets OPTIONS pings at its source.
+func TestNATKeepalive(t *testing.T) {
+	gwPort, backend := freePort(t), freePort(t)
+	startGateway(t, gwPort, strings.Replace(edgeConfig(t, backend, ""), "keepalive: 0s", "keepalive: 200ms", 1))
+	c := dialUDP(t, "127.0.0.7", gwPort)
+	ch := c.exchange(t, c.register("1002", "", 600), time.Second)
+	n := param(headerValues(ch, "WWW-Authenticate")[0], "nonce")
+	if got := c.exchange(t, c.register("1002", digestSHA256("1002", demoPassword, n, "REGISTER", c.ruri(), 1), 600), time.Second); code(got) != 200 {
+		t.Fatalf("register: %s", firstLine(got))
+	}
+	buf := make([]byte, 65535)
+	_ = c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	pings := 0
+	for pings < 2 {
+		n, err := c.conn.Read(buf)
+		if err != nil {
+			t.Fatalf("%d keepalives in 2 s, want at least 2 (every 200 ms): %v", pings, err)
+		}
+		if strings.HasPrefix(string(buf[:n]), "OPTIONS ") {
+			pings++
+		}
+	}
+}
