@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/dualgate/dualgate/bridge"
 	"github.com/dualgate/dualgate/sip"
 	"github.com/dualgate/dualgate/sip/dispatcher"
 	"github.com/dualgate/dualgate/users"
@@ -28,6 +29,9 @@ type Config struct {
 	SIP        sip.Config       `yaml:"sip"`
 	Dispatcher DispatcherConfig `yaml:"dispatcher"`
 	HTTP       web.Config       `yaml:"http"`
+	// Bridge bounds each agent WebSocket (RFC 7118); the HTTP plane's limits apply to the
+	// upgrade, these to the SIP messages on it.
+	Bridge bridge.Config `yaml:"bridge"`
 	// UsersFile is the users file both planes share (web logins now, SIP digest later),
 	// relative to the config file. Default none: no embedded login.
 	UsersFile string `yaml:"users_file"`

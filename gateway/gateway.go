@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/dualgate/dualgate/bridge"
 	"github.com/dualgate/dualgate/sip"
 	"github.com/dualgate/dualgate/sip/dispatcher"
 	"github.com/dualgate/dualgate/static"
@@ -65,7 +66,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("sip plane: %w", err)
 	}
 	g := &Gateway{log: log, Registry: reg, cfg: cfg, disp: disp, router: router, probe: cfg.Dispatcher.Probe}
-	deps := web.Deps{Admin: adminAdapter{g}, Ready: g, Metrics: reg, Static: static.Files}
+	agents := bridge.New(cfg.Bridge, router, log.With("component", "bridge"), reg)
+	deps := web.Deps{Admin: adminAdapter{g}, Ready: g, Metrics: reg, Static: static.Files, Agents: agents}
 	if st != nil {
 		deps.Accounts = accounts{st}
 	}

@@ -91,7 +91,10 @@ type AuthConfig struct {
 	// Realm of the challenges. It must equal the users file's realm, as the HA1 hashes there
 	// are computed over it. Default "dualgate".
 	Realm string `yaml:"realm"`
-	// Algorithms offered, strongest first, one challenge each: SHA-256, MD5. Default both.
+	// Algorithms offered, strongest first, one challenge each: SHA-256, MD5. Default MD5 only:
+	// many deployed stacks (baresip 1.0 among them, tested) fail outright when a challenge
+	// names an algorithm they lack, even next to MD5. Offer [SHA-256, MD5] (RFC 8760) once
+	// every phone supports SHA-256.
 	Algorithms []string `yaml:"algorithms"`
 	// NonceTTL is how long a nonce is good; a correct answer on an older one gets a fresh
 	// challenge with stale=true. Default 5m.
@@ -173,7 +176,7 @@ func Defaults() Config {
 		MaxDialogDuration: 6 * time.Hour,
 		Routes: []RouteConfig{{Name: "default", Methods: []string{"INVITE"}, Set: 1,
 			Algorithm: int(dispatcher.AlgRoundRobin)}},
-		Auth: AuthConfig{Realm: "dualgate", Algorithms: []string{"SHA-256", "MD5"}, NonceTTL: 5 * time.Minute},
+		Auth: AuthConfig{Realm: "dualgate", Algorithms: []string{"MD5"}, NonceTTL: 5 * time.Minute},
 		Registrar: RegistrarConfig{MinExpires: 60 * time.Second, MaxExpires: time.Hour,
 			DefaultExpires: time.Hour, MaxContacts: 10, Keepalive: 25 * time.Second},
 		Guard: GuardConfig{Rate: 50, Burst: 100, BanTime: 10 * time.Minute, AuthFailures: 10,

@@ -83,7 +83,13 @@ func (r *Router) buildEdge(reg prometheus.Registerer) error {
 // must be the AOR (403), then the registrar. From the cluster and sip.trusted (say, an SBC
 // that authenticated the phone already) no digest is asked, as Kamailio's allow_trusted; the
 // AOR must still be a user.
-func (r *Router) onRegister(req *gosip.Request, tx gosip.ServerTransaction, src netip.Addr, trusted bool, log reqLog) {
+// identity is what the source policy already knows about a REGISTER's sender.
+type identity struct {
+	trusted bool   // the cluster or sip.trusted
+	agent   string // the user whose agent stream it came on, "" if none
+}
+
+func (r *Router) onRegister(req *gosip.Request, tx gosip.ServerTransaction, src netip.Addr, id identity, log reqLog) {
 	if r.users == nil {
 		r.m.rejected.WithLabelValues("no_users").Inc()
 		r.reply(tx, req, 403, "Registration Not Enabled", nil)
@@ -91,14 +97,23 @@ func (r *Router) onRegister(req *gosip.Request, tx gosip.ServerTransaction, src 
 	}
 	to := req.To()
 	var user string
-	if trusted {
+	switch {
+	case id.agent != "":
+		if to == nil || to.Address.User != id.agent {
+			r.m.auth.WithLabelValues("from_mismatch").Inc()
+			log.Warn("agent registering as someone else", "user", id.agent)
+			r.reply(tx, req, 403, "Forbidden", nil)
+			return
+		}
+		user = id.agent
+	case id.trusted:
 		if to == nil || !r.users.Exists(to.Address.User) {
 			r.m.rejected.WithLabelValues("unknown_user").Inc()
 			r.reply(tx, req, 404, "Not Found", nil)
 			return
 		}
 		user = to.Address.User
-	} else {
+	default:
 		var ok bool
 		if user, ok = r.authenticate(req, tx, src, "Authorization", log); !ok {
 			return
@@ -123,7 +138,10 @@ func (r *Router) onRegister(req *gosip.Request, tx gosip.ServerTransaction, src 
 func (r *Router) regSource(req *gosip.Request) registrar.Source {
 	src := registrar.Source{Transport: strings.ToUpper(req.Transport())}
 	src.Addr, _ = netip.ParseAddrPort(req.Source())
-	if src.Transport != "UDP" {
+	if _, agent := r.agentOf(req.Transport(), req.Source()); agent {
+		// An agent's stream: shown as WS, reached through the router's TCP pool.
+		src.Transport, src.ConnID = "WS", connID("tcp", req.Source())
+	} else if src.Transport != "UDP" {
 		src.ConnID = connID(src.Transport, req.Source())
 	} else if a, ok := r.udpLocal[src.Addr.Addr().Is6() && !src.Addr.Addr().Is4In6()]; ok {
 		src.LocalAddr = a.String()
@@ -183,6 +201,9 @@ func (r *Router) userTargets(aor string) []target {
 	out := make([]target, 0, len(bs))
 	for _, b := range bs {
 		t := target{outside: true, transport: b.Transport, laddr: b.LocalAddr}
+		if t.transport == "WS" || t.transport == "WSS" {
+			t.transport = "TCP" // the agent's bridge stream
+		}
 		contact := b.Contact
 		t.ruri = &contact
 		if len(b.Path) > 0 {

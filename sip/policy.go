@@ -21,6 +21,7 @@ const (
 	sourceUntrusted sourceClass = iota
 	sourceCluster               // a dispatcher destination, or sip.trusted
 	sourceTrunk                 // a carrier listed in sip.trunks
+	sourceAgent                 // a browser agent on its bridge stream, authenticated by its JWT
 )
 
 func (c sourceClass) String() string {
@@ -29,6 +30,8 @@ func (c sourceClass) String() string {
 		return "cluster"
 	case sourceTrunk:
 		return "trunk"
+	case sourceAgent:
+		return "agent"
 	}
 	return "untrusted"
 }
@@ -74,6 +77,26 @@ func (r *Router) classify(ip netip.Addr) (sourceClass, *trunk) {
 		}
 	}
 	return sourceUntrusted, nil
+}
+
+// outsideParty reports whether a class is a phone or an agent: NATed, reachable only where
+// it came from.
+func outsideParty(c sourceClass) bool { return c == sourceUntrusted || c == sourceAgent }
+
+// classOf classifies a message by its source, recognising agent streams.
+func (r *Router) classOf(m interface {
+	Transport() string
+	Source() string
+}) sourceClass {
+	if _, ok := r.agentOf(m.Transport(), m.Source()); ok {
+		return sourceAgent
+	}
+	ap, err := netip.ParseAddrPort(m.Source())
+	if err != nil {
+		return sourceUntrusted
+	}
+	c, _ := r.classify(ap.Addr())
+	return c
 }
 
 // isOurDomain reports whether a Request-URI host means this gateway: a listener or advertised

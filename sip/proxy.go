@@ -46,6 +46,10 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 
 	src := sourceAddr(req)
 	class, trk := r.classify(src)
+	agentUser, isAgent := r.agentOf(req.Transport(), req.Source())
+	if isAgent {
+		class = sourceAgent
+	}
 	// UDP was checked before parsing (admit.go); stream transports are checked here.
 	if class != sourceCluster && req.Transport() != "UDP" && !r.admitSource(src, req) {
 		return // dropped without an answer: flooding, banned, or a scanner
@@ -62,7 +66,19 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 		return
 	}
 
-	if next, ok := r.looseRoute(req); ok {
+	// Only in-dialog requests (and the cluster's) are loose-routed. An initial request from
+	// outside with a Route to us has it preloaded (a phone's outbound proxy setting): it goes
+	// through the policy below like any other, or it would skip digest and the route table.
+	if next, ok := r.looseRoute(req); ok && (inDialog(req) || class == sourceCluster) {
+		if class != sourceCluster && class != sourceTrunk && !next.outside && r.isOutside(next) {
+			// An outside party's dialogs run through the cluster, or to another outside party
+			// by its alias. A made-up To tag with our Route naming some other host would
+			// otherwise make us an open relay.
+			r.m.rejected.WithLabelValues("relay_denied").Inc()
+			log.Warn("in-dialog request to a foreign host refused", "target", next.addr)
+			r.reply(tx, req, 403, "Relay Denied", nil)
+			return
+		}
 		r.relayInDialog(req, tx, next, log)
 		return
 	}
@@ -90,13 +106,22 @@ func (r *Router) onRequest(req *gosip.Request, tx gosip.ServerTransaction) {
 			r.reply(tx, req, 403, "Not Our Domain", nil)
 			return
 		}
-		r.onRegister(req, tx, src, class == sourceCluster, log)
+		id := identity{trusted: class == sourceCluster, agent: agentUser}
+		r.onRegister(req, tx, src, id, log)
 		return
 	}
 
 	// Who is calling: the cluster and trusted networks by address, a trunk by address, anyone
 	// else only as an authenticated user calling as themselves.
 	switch class {
+	case sourceAgent:
+		// The JWT that opened the socket is the credential: an agent calls only as itself.
+		if from := req.From(); from == nil || from.Address.User != agentUser {
+			r.m.auth.WithLabelValues("from_mismatch").Inc()
+			log.Warn("agent calling as someone else", "user", agentUser)
+			r.reply(tx, req, 403, "From Does Not Match Agent", nil)
+			return
+		}
 	case sourceUntrusted:
 		if r.users == nil {
 			r.m.rejected.WithLabelValues("untrusted").Inc()
@@ -218,8 +243,8 @@ func (r *Router) onAck(req *gosip.Request, _ gosip.ServerTransaction) {
 		return // nothing can answer an ACK
 	}
 	next, ok := r.looseRoute(req)
-	if !ok {
-		return
+	if !ok || !inDialog(req) {
+		return // a 2xx ACK is always in a dialog; one without a To tag is nobody's to relay
 	}
 	fwd := forwardCopy(req)
 	r.prepareForward(fwd, req, next, false, statelessBranch(req))
@@ -244,6 +269,12 @@ func (r *Router) matchRoute(req *gosip.Request) *route {
 		}
 	}
 	return nil
+}
+
+// inDialog reports whether req belongs to a dialog: its To has a tag.
+func inDialog(req *gosip.Request) bool {
+	to := req.To()
+	return to != nil && to.Params.Has("tag")
 }
 
 func sourceAddr(m gosip.Message) netip.Addr {
@@ -353,6 +384,13 @@ func forwardCopy(req *gosip.Request) *gosip.Request {
 func (r *Router) prepareForward(fwd, orig *gosip.Request, t target, recordRoute bool, branch string) {
 	for range t.popRoutes {
 		fwd.RemoveHeader("Route")
+	}
+	if t.popRoutes == 0 && !inDialog(orig) {
+		// A Route the sender preloaded on an initial request was not followed: the chain chose
+		// the next hop. Passed on, it would send the request back here (Kamailio's default
+		// config likewise removes Route from initial requests).
+		for fwd.RemoveHeader("Route") {
+		}
 	}
 	if t.ruri != nil {
 		fwd.Recipient = *t.ruri

@@ -64,6 +64,8 @@ type Router struct {
 	guard *guard.Guard
 	topo  *topology // nil when topology hiding is off
 
+	agents *agentRegistry // browser agents' streams from the bridge
+
 	// Filled by Start: what we call ourselves in Via and Record-Route, and every host:port
 	// that means "this node" when it appears in a Route header.
 	viaHost        string
@@ -98,6 +100,7 @@ func New(cfg Config, disp *dispatcher.Dispatcher, users Directory, log *slog.Log
 		r.routes = append(r.routes, rt)
 	}
 	r.dialogs = newDialogs(r.m)
+	r.agents = newAgentRegistry()
 	r.trusted, _ = parsePrefixes(cfg.Trusted) // validated
 	r.trunks = compileTrunks(cfg.Trunks)
 	r.domains = map[string]bool{}
@@ -183,6 +186,8 @@ func (r *Router) Start(ctx context.Context) error {
 		r.self[hostPortKey(advHost, r.ports[tr])] = true
 	}
 
+	r.closers = append(r.closers, r.agents.ln.Close)
+	serve = append(serve, func() { _ = r.srv.ServeTCP(r.agents.ln) })
 	for _, fn := range serve {
 		r.wg.Go(fn)
 	}

@@ -121,8 +121,8 @@ func (r *Router) edgeRewrite(fwd, orig *gosip.Request, t target, initial bool) {
 		for fwd.RemoveHeader("Proxy-Authorization") {
 		}
 	}
-	from, _ := r.classify(sourceAddr(orig))
-	if from == sourceUntrusted {
+	from := r.classOf(orig)
+	if outsideParty(from) {
 		if fwd.Method != gosip.REGISTER {
 			addAlias(fwd, orig.Source(), orig.Transport())
 		}
@@ -186,12 +186,12 @@ func (r *Router) isClusterHost(host string) bool {
 
 // edgeRewriteResponse is edgeRewrite for an answer we relay back to req's sender.
 func (r *Router) edgeRewriteResponse(res *gosip.Response, req *gosip.Request) {
-	from, _ := r.classify(sourceAddr(res))
+	from := r.classOf(res)
 	if from != sourceCluster {
-		if from == sourceUntrusted && res.StatusCode < 300 {
+		if outsideParty(from) && res.StatusCode < 300 {
 			addAlias(res, res.Source(), res.Transport())
 		}
-		if to, _ := r.classify(sourceAddr(req)); r.topo != nil && to == sourceCluster {
+		if r.topo != nil && r.classOf(req) == sourceCluster {
 			restoreAddressHeaders(res, req)
 		}
 		return
@@ -199,7 +199,7 @@ func (r *Router) edgeRewriteResponse(res *gosip.Response, req *gosip.Request) {
 	if r.topo == nil || from != sourceCluster {
 		return
 	}
-	if to, _ := r.classify(sourceAddr(req)); to == sourceCluster {
+	if r.classOf(req) == sourceCluster {
 		return
 	}
 	r.hideContact(res, req.Transport())

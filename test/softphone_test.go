@@ -17,11 +17,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,6 +114,25 @@ dispatcher:
 	gw := softphoneStartGateway(t, port, cfg)
 	gw.tlsPort = tlsPort
 	return gw
+}
+
+// logged reports whether the gateway logged msg with these string attributes (name, value
+// pairs).
+func (g *softphoneGW) logged(msg string, attrs ...string) bool {
+lines:
+	for _, line := range strings.Split(g.logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != msg {
+			continue
+		}
+		for i := 0; i+1 < len(attrs); i += 2 {
+			if v, _ := rec[attrs[i]].(string); v != attrs[i+1] {
+				continue lines
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // sipPort is the gateway port for a transport.
@@ -309,11 +330,16 @@ func TestSoftphoneReceivesCallFromCluster(t *testing.T) {
 			if n := gw.metric(t, "gateway_sip_replies_total", "method", "BYE", "code", "200"); n != 1 {
 				t.Errorf("BYE 200s relayed: %v, want 1", n)
 			}
-			// baresip saw the INVITE, ACK and BYE arrive from the gateway.
-			log := u.Log()
+			// INVITE, ACK and BYE reached baresip over its registered flow: over UDP from the
+			// gateway's listening socket to the address baresip registered from, over TLS on the
+			// connection baresip opened (its SIP trace names each message's socket pair).
+			flowLine := fmt.Sprintf("UDP 127.0.0.1:%d -> %s", gw.port, u.SIPAddr())
+			if transport == "tls" {
+				flowLine = fmt.Sprintf("TLS %s -> %s", gwTLS, flow[0].remote)
+			}
 			for _, m := range []string{"INVITE", "ACK", "BYE"} {
-				if !strings.Contains(log, m+" sip:1002") {
-					t.Errorf("baresip log shows no %s to 1002", m)
+				if got := softphoneTraceFlow(u.Log(), m+" sip:1002"); got != flowLine {
+					t.Errorf("baresip received the %s over %q, want %q", m, got, flowLine)
 				}
 			}
 			if transport == "tls" {
@@ -352,10 +378,8 @@ func TestSoftphoneGoneMeans480(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("baresip did not die on SIGKILL")
 	}
-	killed := time.Now()
 	gone := eventually(t, time.Second, "binding removed with its connection", func() bool {
-		return strings.Contains(gw.logs.String(), "connection closed, bindings removed") &&
-			gw.metric(t, "gateway_sip_registrations") == 0
+		return gw.logged("connection closed, bindings removed") && gw.metric(t, "gateway_sip_registrations") == 0
 	})
 	// The binding went with the connection: baresip had no chance to un-REGISTER.
 	if n := gw.metric(t, "gateway_sip_requests_total", "method", "REGISTER"); n != 2 {
@@ -363,13 +387,16 @@ func TestSoftphoneGoneMeans480(t *testing.T) {
 	}
 
 	scen := templated(t, "uac-expect.xml", map[string]string{"EXPECT": "480", "MAXFWD": "70"})
-	callStart := time.Now()
+	msgLog := filepath.Join(t.TempDir(), "messages.log")
 	// -recv_timeout: the 480 must come within a second of the INVITE, or the call fails.
 	res := runSippUAC(t, scen, softphoneCluster, fmt.Sprintf("127.0.0.1:%d", gw.port), 1, 1, "-s", "1001",
-		"-recv_timeout", "1000")
-	took := time.Since(callStart)
+		"-recv_timeout", "1000", "-trace_msg", "-message_file", msgLog)
 	if res.ok != 1 || res.failed != 0 {
 		t.Fatalf("call to the gone phone: ok=%d failed=%d, want a 480 within 1s\n%s", res.ok, res.failed, tail(res.out, 3000))
+	}
+	took := softphoneLatency(t, msgLog, "INVITE sip:1001@", "SIP/2.0 480 ")
+	if took < 0 || took > time.Second {
+		t.Errorf("INVITE to 480: %v, want under a second", took)
 	}
 	if n := gw.metric(t, "gateway_sip_rejected_total", "reason", "not_registered"); n != 1 {
 		t.Errorf("rejected not_registered: %v, want 1", n)
@@ -377,7 +404,81 @@ func TestSoftphoneGoneMeans480(t *testing.T) {
 	if n := gw.metric(t, "gateway_sip_replies_total", "method", "INVITE", "code", "480"); n != 1 {
 		t.Errorf("INVITE 480s: %v, want 1", n)
 	}
-	t.Logf("binding gone %v after the kill (%v incl. wait), sipp call with 480 took %v", gone, time.Since(killed), took)
+	t.Logf("binding gone %v after baresip died; INVITE answered 480 in %v", gone, took)
+}
+
+// TestSoftphoneOutboundProxy: a phone configured with the gateway as its outbound proxy
+// preloads Route: <gateway;lr> on every request. That Route must not carry a request past the
+// edge: the REGISTER is still the phone's own (its binding is its real source), and a call
+// dialled straight at a cluster address is still challenged, authenticated and routed by the
+// route table, with the preloaded Route not passed on. Without credentials nothing reaches the
+// cluster.
+func TestSoftphoneOutboundProxy(t *testing.T) {
+	requireSipp(t)
+	t.Run("registered", func(t *testing.T) {
+		start := time.Now()
+		uas, uasPort := softphoneUAS(t)
+		gw := softphoneGateway(t, uasPort)
+		u := baresipStart(t, baresipOpts{User: "1001", Password: softphonePassword, Register: true, Outbound: true,
+			Domain: fmt.Sprintf("127.0.0.1:%d", gw.port), ListenIP: "127.0.0.24"})
+		u.registered(t, 10*time.Second)
+		eventually(t, 2*time.Second, "one binding", func() bool { return gw.metric(t, "gateway_sip_registrations") == 1 })
+		// The registrar saw the REGISTER from baresip itself, not relayed back to itself.
+		if !gw.logged("registered", "user", "1001", "remote", u.SIPAddr()) {
+			t.Errorf("no registration of 1001 from %s in the gateway log", u.SIPAddr())
+		}
+
+		if err := u.dial(fmt.Sprintf("sip:5551000@%s:%d", softphoneCluster, uasPort)); err != nil {
+			t.Fatal(err)
+		}
+		est := u.waitEvent(t, "CALL_ESTABLISHED", 10*time.Second)
+		if n := gw.metric(t, "gateway_sip_replies_total", "method", "INVITE", "code", "407"); n != 1 {
+			t.Errorf("INVITE 407s: %v, want 1: a preloaded Route must not skip digest", n)
+		}
+		if err := u.hangup(); err != nil {
+			t.Fatal(err)
+		}
+		u.waitEvent(t, "CALL_CLOSED", 5*time.Second)
+		eventually(t, 5*time.Second, "backend saw the BYE", func() bool { return count(uas.received(t), "BYE") == 1 })
+		reqs := uas.received(t)
+		if count(reqs, "INVITE") != 1 || count(reqs, "ACK") != 1 {
+			t.Errorf("backend received %v", reqs)
+		}
+		msgs, err := os.ReadFile(uas.msgLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inv := strings.ToLower(softphoneFirstRequest(string(msgs), "INVITE"))
+		inv, _, _ = strings.Cut(inv, "\n\n") // headers only
+		if !strings.Contains(inv, fmt.Sprintf("record-route: <sip:127.0.0.1:%d", gw.port)) {
+			t.Errorf("backend INVITE was not record-routed by the gateway:\n%s", inv)
+		}
+		if strings.Contains(inv, "\nroute:") || strings.Contains(inv, "proxy-authorization") {
+			t.Errorf("backend INVITE carries the phone's preloaded Route or its credentials:\n%s", inv)
+		}
+		t.Logf("call %s via the outbound proxy in %v; events %v", est.ID, time.Since(start), u.eventTypes())
+	})
+	t.Run("wrong-password", func(t *testing.T) {
+		uas, uasPort := softphoneUAS(t)
+		gw := softphoneGateway(t, uasPort)
+		u := baresipStart(t, baresipOpts{User: "1001", Password: "not-the-password", Outbound: true,
+			Domain: fmt.Sprintf("127.0.0.1:%d", gw.port), ListenIP: "127.0.0.24"})
+		if err := u.dial(fmt.Sprintf("sip:5551000@%s:%d", softphoneCluster, uasPort)); err != nil {
+			t.Fatal(err)
+		}
+		cl := u.waitEvent(t, "CALL_CLOSED", 10*time.Second)
+		if slices.Contains(u.eventTypes(), "CALL_ESTABLISHED") {
+			t.Errorf("call established with a wrong password: events %v", u.eventTypes())
+		}
+		if n := gw.metric(t, "gateway_sip_auth_total", "result", "failed"); n != 1 {
+			t.Errorf("auth failed: %v, want 1", n)
+		}
+		time.Sleep(200 * time.Millisecond) // anything relayed would have arrived by now
+		if reqs := uas.received(t); count(reqs, "INVITE") != 0 {
+			t.Errorf("an unauthenticated call reached the cluster: %v", reqs)
+		}
+		t.Logf("closed: %s; events %v", cl.Param, u.eventTypes())
+	})
 }
 
 // softphoneFirstRequest returns the first request of this method in a sipp message log.
@@ -393,6 +494,46 @@ func softphoneFirstRequest(msgs, method string) string {
 	return ""
 }
 
+// softphoneTraceFlow finds the first message in baresip's SIP trace (-s) that starts with
+// start and returns the line above it, "TRANSPORT src -> dst".
+func softphoneTraceFlow(log, start string) string {
+	i := strings.Index(log, "\n"+start)
+	if i < 0 {
+		return ""
+	}
+	head := log[:i]
+	return strings.TrimSpace(head[strings.LastIndex(head, "\n")+1:])
+}
+
+// softphoneLatency reads a sipp -trace_msg log and returns the time from the first message
+// sent that starts with from to the first message received after it that starts with to
+// (-1 when either is missing).
+func softphoneLatency(t *testing.T, path, from, to string) time.Duration {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent time.Time
+	for _, block := range strings.Split(string(data), "----------------------------------------------- ")[1:] {
+		head, body, _ := strings.Cut(block, "\n")
+		at, err := time.Parse("2006-01-02 15:04:05.000000", strings.TrimSpace(head))
+		if err != nil {
+			continue
+		}
+		// The message follows a "UDP message sent (N bytes):" line and an empty line.
+		_, msg, _ := strings.Cut(body, "\n\n")
+		switch {
+		case sent.IsZero() && strings.Contains(body, "message sent") && strings.HasPrefix(msg, from):
+			sent = at
+		case !sent.IsZero() && strings.Contains(body, "message received") && strings.HasPrefix(msg, to):
+			return at.Sub(sent)
+		}
+	}
+	t.Logf("no %q then %q in:\n%s", from, to, tail(string(data), 3000))
+	return -1
+}
+
 // TCP states in /proc/net/tcp.
 const (
 	tcpEstablished = "01"
@@ -405,7 +546,9 @@ type softphoneSocket struct {
 	state         string
 }
 
-func (s softphoneSocket) String() string { return s.local.String() + "->" + s.remote.String() + "/" + s.state }
+func (s softphoneSocket) String() string {
+	return s.local.String() + "->" + s.remote.String() + "/" + s.state
+}
 
 // softphoneSockets lists the IPv4 TCP sockets (from /proc/net/tcp) for which keep is true.
 func softphoneSockets(t *testing.T, keep func(softphoneSocket) bool) []softphoneSocket {

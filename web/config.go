@@ -59,6 +59,10 @@ type RateLimitConfig struct {
 	LoginPerMinute float64 `yaml:"login_per_minute"`
 	// MaxConnsPerIP caps concurrent connections per client IP. Default 64.
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// WSPerMinute caps WebSocket upgrades (/ws) per client IP per minute. Default 30.
+	WSPerMinute float64 `yaml:"ws_per_minute"`
+	// WSPerUser caps the agent sockets one user may hold open at once. Default 4.
+	WSPerUser int `yaml:"ws_per_user"`
 }
 
 // Defaults is the HTTP plane's embedded default: plain HTTP on loopback.
@@ -70,7 +74,8 @@ func Defaults() Config {
 		Timeouts: TimeoutConfig{ReadHeader: 5 * time.Second, Read: 30 * time.Second, Write: 30 * time.Second,
 			Idle: 120 * time.Second, Shutdown: 10 * time.Second},
 		MaxHeaderBytes: 16 << 10,
-		RateLimit:      RateLimitConfig{PerIP: 50, Burst: 100, LoginPerMinute: 10, MaxConnsPerIP: 64},
+		RateLimit: RateLimitConfig{PerIP: 50, Burst: 100, LoginPerMinute: 10, MaxConnsPerIP: 64,
+			WSPerMinute: 30, WSPerUser: 4},
 	}
 }
 
@@ -94,7 +99,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("http.max_header_bytes %d: at least 1024", c.MaxHeaderBytes))
 	}
 	rl := c.RateLimit
-	if rl.PerIP < 0 || rl.Burst < 0 || rl.LoginPerMinute < 0 || rl.MaxConnsPerIP < 0 {
+	if rl.PerIP < 0 || rl.Burst < 0 || rl.LoginPerMinute < 0 || rl.MaxConnsPerIP < 0 || rl.WSPerMinute < 0 || rl.WSPerUser < 0 {
 		errs = append(errs, errors.New("http.rate_limit: values must not be negative (0 means no limit)"))
 	}
 	if rl.PerIP > 0 && rl.Burst < 1 {

@@ -1,7 +1,10 @@
 package web
 
 import (
+	"maps"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +15,22 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	limited  *prometheus.CounterVec
+
+	// The series of each route and status seen so far, so a request costs one map lookup and
+	// not a label hash and lookup per vector (route patterns and codes are few). The map is
+	// replaced, never changed, when a pair is new: readers take no lock.
+	mu     sync.Mutex // serialises replacing series
+	series atomic.Pointer[map[routeStatus]requestSeries]
+}
+
+type routeStatus struct {
+	route  string
+	status int
+}
+
+type requestSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,10 +50,32 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"limit"}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.limited)
+	m.series.Store(&map[routeStatus]requestSeries{})
 	return m
 }
 
 func (m *metrics) observe(route string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(route).Observe(d.Seconds())
+	k := routeStatus{route, status}
+	rs, ok := (*m.series.Load())[k]
+	if !ok {
+		rs = m.seriesOf(k)
+	}
+	rs.requests.Inc()
+	rs.duration.Observe(d.Seconds())
+}
+
+// seriesOf adds the series of a new route and status to the map.
+func (m *metrics) seriesOf(k routeStatus) requestSeries {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.series.Load()
+	if rs, ok := old[k]; ok {
+		return rs
+	}
+	rs := requestSeries{m.requests.WithLabelValues(k.route, strconv.Itoa(k.status)), m.duration.WithLabelValues(k.route)}
+	next := make(map[routeStatus]requestSeries, len(old)+1)
+	maps.Copy(next, old)
+	next[k] = rs
+	m.series.Store(&next)
+	return rs
 }

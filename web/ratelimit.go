@@ -2,7 +2,6 @@ package web
 
 import (
 	"bytes"
-	"context"
 	"math"
 	"net"
 	"net/http"
@@ -58,23 +57,6 @@ func remoteAddr(s string) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-type clientIPKey struct{}
-
-// withClientIP stores the client address for the handlers and logs downstream.
-func withClientIP(ips clientIPs) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientIPKey{}, ips.of(r))))
-		})
-	}
-}
-
-// ClientIP is the request's client address as the trusted-proxy rules see it.
-func ClientIP(r *http.Request) netip.Addr {
-	a, _ := r.Context().Value(clientIPKey{}).(netip.Addr)
-	return a
-}
-
 // ipLimiter keeps one token bucket per client IP, forgetting idle ones so a scan over many
 // addresses cannot grow it without bound.
 type ipLimiter struct {
@@ -108,6 +90,9 @@ func (l *ipLimiter) allow(ip netip.Addr, now time.Time) (bool, time.Duration) {
 	}
 	b.seen = now
 	l.mu.Unlock()
+	if b.lim.AllowN(now, 1) { // the common case, without ReserveN's allocation
+		return true, 0
+	}
 	res := b.lim.ReserveN(now, 1)
 	if !res.OK() {
 		return false, time.Second

@@ -33,7 +33,8 @@ type Deps struct {
 	Accounts Accounts // nil: no embedded login
 	Ready    Readiness
 	Metrics  prometheus.Gatherer
-	Static   fs.FS // the portals: admin/ (and agent/ later); nil: none
+	Static   fs.FS        // the portals: admin/ (and agent/ later); nil: none
+	Agents   AgentSockets // the bridge for /ws; nil: no WebSocket SIP
 }
 
 // Server is the HTTP plane.
@@ -50,6 +51,7 @@ type Server struct {
 	static   *staticFiles
 	limitAll *ipLimiter
 	limitLog *ipLimiter
+	ws       *wsGate
 
 	srv      *http.Server
 	redirect *http.Server // ACME HTTP-01 and the redirect to HTTPS, in acme mode
@@ -67,6 +69,7 @@ func New(ctx context.Context, cfg Config, deps Deps, log *slog.Logger, reg prome
 	s := &Server{cfg: cfg, log: log, deps: deps, m: newMetrics(reg), ips: clientIPs{trusted: trusted},
 		limitAll: newIPLimiter("all", cfg.RateLimit.PerIP, cfg.RateLimit.Burst),
 		limitLog: newIPLimiter("login", cfg.RateLimit.LoginPerMinute/60, max(int(cfg.RateLimit.LoginPerMinute/2), 1)),
+		ws:       newWSGate(cfg.RateLimit),
 	}
 	var err error
 	if cfg.JWT, err = cfg.JWT.WithEphemeralSecret(); err != nil {
@@ -95,9 +98,12 @@ func New(ctx context.Context, cfg Config, deps Deps, log *slog.Logger, reg prome
 }
 
 // Handler is the whole HTTP plane as one handler (the server serves it; tests may too).
-func (s *Server) Handler() http.Handler {
+func (s *Server) Handler() http.Handler { return s.staticFastPath(s.router()) }
+
+// router is every route, with the middleware chain.
+func (s *Server) router() *chi.Mux {
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, withClientIP(s.ips), s.accessLog, s.recoverer, s.securityHeaders, s.limitMiddleware(s.limitAll))
+	r.Use(s.middleware("")...)
 
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
@@ -109,11 +115,12 @@ func (s *Server) Handler() http.Handler {
 	r.With(s.limitMiddleware(s.limitLog)).Post("/api/login", s.login)
 	r.Post("/api/logout", s.logout)
 	r.With(s.verifier.Middleware).Get("/api/me", s.me)
+	r.With(s.limitMiddleware(s.ws.limit), s.verifier.Middleware).Get("/ws", s.serveWS)
 	r.Get("/", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/admin/", http.StatusFound) })
 	r.Get("/admin", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/admin/", http.StatusMovedPermanently)
 	})
-	r.Handle("/admin/*", s.static)
+	r.Handle(staticRoute, s.static)
 	r.Route("/api/admin", func(r chi.Router) {
 		r.Use(s.verifier.Middleware, auth.RequireRole("admin"), s.sameOrigin)
 		s.adminRoutes(r)
@@ -123,6 +130,42 @@ func (s *Server) Handler() http.Handler {
 		writeJSONError(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
 	return r
+}
+
+// middleware is the chain every request goes through, in order. route names the route for
+// the access log and metrics when the request does not go through chi (else chi's pattern).
+func (s *Server) middleware(route string) chi.Middlewares {
+	return chi.Middlewares{withRequestInfo(s.ips), s.accessLog(route), s.recoverer, s.securityHeaders,
+		s.limitMiddleware(s.limitAll)}
+}
+
+const staticRoute = "/admin/*"
+
+// staticFastPath sends GET and HEAD requests for the embedded files straight to the static
+// handler, through the same middleware, skipping chi: for these requests chi's routing
+// context and the "*" path value cost more than the rest of the chain. It only takes the paths
+// that chi itself routes to staticRoute, checked here against the built router, so a route
+// added later cannot be shadowed. Everything else goes to chi.
+func (s *Server) staticFastPath(mux *chi.Mux) http.Handler {
+	paths := map[string]bool{}
+	for p := range s.static.assets {
+		if mux.Find(chi.NewRouteContext(), http.MethodGet, p) == staticRoute &&
+			mux.Find(chi.NewRouteContext(), http.MethodHead, p) == staticRoute {
+			paths[p] = true
+		}
+	}
+	if len(paths) == 0 {
+		return mux
+	}
+	static := s.middleware(staticRoute).Handler(s.static)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// chi routes on RawPath when it is set; those requests take the long way.
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.RawPath == "" && paths[r.URL.Path] {
+			static.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -145,6 +188,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.addr = ln.Addr()
 	ln = newConnLimitListener(ln, s.cfg.RateLimit.MaxConnsPerIP, s.ips, !s.tls.Enabled(),
 		func() { s.m.limited.WithLabelValues("connections").Inc() })
+	ln = batchListener{ln}
 	t := s.cfg.Timeouts
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
@@ -155,6 +199,7 @@ func (s *Server) Start(ctx context.Context) error {
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       withBatchConn,
 	}
 	if s.tls.Enabled() {
 		s.srv.TLSConfig = s.tls.TLSConfig()
@@ -203,7 +248,7 @@ func (s *Server) sweepLimiters(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, l := range []*ipLimiter{s.limitAll, s.limitLog} {
+			for _, l := range []*ipLimiter{s.limitAll, s.limitLog, s.ws.limit} {
 				if l != nil {
 					l.sweep(now, 3*time.Minute)
 				}
@@ -245,7 +290,7 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.log.Error("http handler panic", "request_id", middleware.GetReqID(r.Context()), "path", r.URL.Path, "panic", fmt.Sprint(v))
+				s.log.Error("http handler panic", "request_id", RequestID(r.Context()), "path", r.URL.Path, "panic", fmt.Sprint(v))
 				writeJSONError(w, http.StatusInternalServerError, "internal error")
 			}
 		}()
@@ -253,39 +298,64 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// accessLog writes one JSON line per request and feeds the request metrics.
-func (s *Server) accessLog(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-		next.ServeHTTP(ww, r)
-		route := chi.RouteContext(r.Context()).RoutePattern()
-		if route == "" {
-			route = "unmatched"
-		}
-		status := ww.Status()
-		if status == 0 {
-			status = http.StatusOK
-		}
-		s.m.observe(route, status, time.Since(start))
-		s.log.Info("http request", "request_id", middleware.GetReqID(r.Context()), "method", r.Method,
-			"path", r.URL.Path, "status", status, "bytes", ww.BytesWritten(), "duration_ms", time.Since(start).Milliseconds(),
-			"remote", ClientIP(r).String())
-	})
+// accessLog writes one JSON line per request (at info level) and feeds the request metrics.
+// The line's fields are only worked out when info is enabled: the level is checked per
+// request, so a reload that changes it applies at once.
+func (s *Server) accessLog(fixedRoute string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+			next.ServeHTTP(ww, r)
+			route := fixedRoute
+			if route == "" {
+				route = chi.RouteContext(r.Context()).RoutePattern()
+			}
+			if route == "" {
+				route = "unmatched"
+			}
+			status := ww.Status()
+			if status == 0 {
+				status = http.StatusOK
+			}
+			took := time.Since(start)
+			s.m.observe(route, status, took)
+			if !s.log.Enabled(context.Background(), slog.LevelInfo) {
+				return
+			}
+			s.log.LogAttrs(context.Background(), slog.LevelInfo, "http request",
+				slog.String("request_id", RequestID(r.Context())), slog.String("method", r.Method),
+				slog.String("path", r.URL.Path), slog.Int("status", status), slog.Int("bytes", ww.BytesWritten()),
+				slog.Int64("duration_ms", took.Milliseconds()), slog.String("remote", ClientIP(r).String()))
+		})
+	}
 }
+
+// Header values the HTTP plane sets on many responses, made once and shared by all of them.
+// Each is a one-element slice without spare capacity, so Header.Add copies it instead of
+// appending in place; nothing here or in net/http writes into a header value in place
+// (Set and Del replace or remove the slice). Keys are in canonical form, so assigning to the
+// map is what Header.Set does, without canonicalising and allocating per response.
+var (
+	hvCSP = []string{"default-src 'self'; connect-src 'self'; img-src 'self' data:; " +
+		"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"}
+	hvNoSniff    = []string{"nosniff"}
+	hvNoReferrer = []string{"no-referrer"}
+	hvDeny       = []string{"DENY"}
+	hvHSTS       = []string{"max-age=31536000; includeSubDomains"}
+)
 
 // securityHeaders sets the browser protections every response carries.
 func (s *Server) securityHeaders(next http.Handler) http.Handler {
 	tlsOn := s.tls.Enabled()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' data:; "+
-			"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("X-Frame-Options", "DENY")
+		h["Content-Security-Policy"] = hvCSP
+		h["X-Content-Type-Options"] = hvNoSniff
+		h["Referrer-Policy"] = hvNoReferrer
+		h["X-Frame-Options"] = hvDeny
 		if tlsOn {
-			h.Set("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+			h["Strict-Transport-Security"] = hvHSTS
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -334,9 +404,15 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return false
 }
 
+var (
+	hvJSON    = []string{"application/json"}
+	hvNoStore = []string{"no-store"}
+)
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	h["Content-Type"] = hvJSON
+	h["Cache-Control"] = hvNoStore
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }

@@ -10,15 +10,31 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 )
 
 // staticAsset is one embedded file, prepared once at start: its type, a strong ETag from its
-// content, and a gzip copy when that is smaller.
+// content, and a gzip copy when that is smaller. The header values are made here too, so a
+// request only assigns them (see hvCSP for why sharing them is safe).
 type staticAsset struct {
-	body, gz    []byte
-	contentType string
-	etag        string
+	contentType, etag []string
+	plain, gz         *staticBody // gz is nil when compressing does not pay
+}
+
+type staticBody struct {
+	data          []byte
+	contentLength []string
+}
+
+var (
+	hvNoCache        = []string{"no-cache"}
+	hvAcceptEncoding = []string{"Accept-Encoding"}
+	hvGzip           = []string{"gzip"}
+)
+
+func newStaticBody(b []byte) *staticBody {
+	return &staticBody{data: b, contentLength: []string{strconv.Itoa(len(b))}}
 }
 
 // staticFiles serves the embedded portals. The files never change while the process runs,
@@ -41,17 +57,18 @@ func newStaticFiles(fsys fs.FS) (*staticFiles, error) {
 			return err
 		}
 		sum := sha256.Sum256(body)
-		a := &staticAsset{body: body, etag: `"` + hex.EncodeToString(sum[:12]) + `"`,
-			contentType: mime.TypeByExtension(path.Ext(p))}
-		if a.contentType == "" {
-			a.contentType = http.DetectContentType(body)
+		ctype := mime.TypeByExtension(path.Ext(p))
+		if ctype == "" {
+			ctype = http.DetectContentType(body)
 		}
+		a := &staticAsset{contentType: []string{ctype}, etag: []string{`"` + hex.EncodeToString(sum[:12]) + `"`},
+			plain: newStaticBody(body)}
 		var buf bytes.Buffer
 		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
 		_, _ = zw.Write(body)
 		_ = zw.Close()
 		if buf.Len() < len(body)*9/10 {
-			a.gz = buf.Bytes()
+			a.gz = newStaticBody(buf.Bytes())
 		}
 		sf.assets["/"+p] = a
 		if path.Base(p) == "index.html" {
@@ -72,33 +89,57 @@ func (sf *staticFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", a.contentType)
-	h.Set("ETag", a.etag)
+	h["Content-Type"] = a.contentType
+	h["Etag"] = a.etag
 	// Names are not content-hashed, so browsers revalidate every time; the ETag makes that a 304.
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Vary", "Accept-Encoding")
-	if match := r.Header.Get("If-None-Match"); match != "" && strings.Contains(match, a.etag) {
+	h["Cache-Control"] = hvNoCache
+	h["Vary"] = hvAcceptEncoding
+	if match := r.Header["If-None-Match"]; len(match) > 0 && strings.Contains(match[0], a.etag[0]) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	body := a.body
+	body := a.plain
 	if a.gz != nil && acceptsGzip(r) {
-		h.Set("Content-Encoding", "gzip")
+		h["Content-Encoding"] = hvGzip
 		body = a.gz
 	}
-	h.Set("Content-Length", fmt.Sprint(len(body)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
+	h["Content-Length"] = body.contentLength
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
 	}
+	// The whole response in one write (see batchConn), as nginx sends a file.
+	if n := len(body.data); n >= minBatch && n <= maxBatch {
+		if bc := batchConnOf(r); bc != nil {
+			bc.hold()
+			defer bc.release()
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(body.data)
+			_ = http.NewResponseController(w).Flush()
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body.data)
 }
 
+// acceptsGzip reports whether the request's (first) Accept-Encoding lists gzip with a
+// q-value other than q=0.
 func acceptsGzip(r *http.Request) bool {
-	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+	v := r.Header["Accept-Encoding"]
+	if len(v) == 0 {
+		return false
+	}
+	rest := v[0]
+	for {
+		part, more, found := strings.Cut(rest, ",")
 		name, q, _ := strings.Cut(strings.TrimSpace(part), ";")
 		if strings.EqualFold(strings.TrimSpace(name), "gzip") && strings.TrimSpace(q) != "q=0" {
 			return true
 		}
+		if !found {
+			return false
+		}
+		rest = more
 	}
-	return false
 }

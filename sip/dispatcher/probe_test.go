@@ -260,12 +260,15 @@ func TestProbeLoop(t *testing.T) {
 			_, reason := dst.ProbeStatus()
 			t.Errorf("%s: state %v, want %v (last probe: %s)", uri, dst.State(), st, reason)
 		}
-		wantCalls := rounds + 1
-		if uri == "sip:off" {
-			wantCalls = 0
-		}
-		if got := p.count(uri); got != wantCalls {
-			t.Errorf("%s probed %d times, want %d", uri, got, wantCalls)
+		// Every round probes every destination but the disabled one. The round that reaches
+		// stopAt may be followed by one more tick before the cancel lands (a loaded machine),
+		// so one extra probe is allowed; fewer is a skipped round.
+		got := p.count(uri)
+		switch {
+		case uri == "sip:off" && got != 0:
+			t.Errorf("disabled %s probed %d times", uri, got)
+		case uri != "sip:off" && (got < rounds+1 || got > rounds+2):
+			t.Errorf("%s probed %d times, want %d (or one more)", uri, got, rounds+1)
 		}
 	}
 	if up := mustFind(t, d, 1, "sip:up"); up.RTT() <= 0 {

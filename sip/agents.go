@@ -1,0 +1,136 @@
+package sip
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Agents: browser WebRTC agents reach the router through the bridge (RFC 7118 SIP over
+// WebSocket). sipgo cannot adopt a WebSocket someone else upgraded, so the bridge hands us one
+// in-process stream per agent, served like a TCP connection. Each stream gets a unique
+// address in 0.0.0.0/8, which no packet from the network can carry, and the router remembers
+// which user's JWT opened it: requests on it are that user's, without digest, and only that
+// user's (the bridge checks each frame too).
+
+// agentRegistry maps the address of each live agent stream to its user.
+type agentRegistry struct {
+	seq   atomic.Uint32
+	mu    sync.RWMutex
+	users map[string]string // stream address → user
+	ln    *pipeListener
+}
+
+func newAgentRegistry() *agentRegistry {
+	return &agentRegistry{users: map[string]string{}, ln: newPipeListener()}
+}
+
+// AttachAgent gives the bridge the router's end of a new SIP flow for user, whom the HTTP
+// plane authenticated. Closing the returned conn ends the flow and drops its bindings.
+func (r *Router) AttachAgent(user string) (net.Conn, error) {
+	n := r.agents.seq.Add(1)
+	if n >= 1<<24 {
+		return nil, errors.New("agent streams exhausted")
+	}
+	addr := &net.TCPAddr{IP: net.IPv4(0, byte(n>>16), byte(n>>8), byte(n)), Port: 1}
+	ours, theirs := net.Pipe()
+	key := addr.String()
+	r.agents.mu.Lock()
+	r.agents.users[key] = user
+	r.agents.mu.Unlock()
+	c := &agentConn{Conn: ours, remote: addr, local: r.agents.ln.Addr(), onClose: func() {
+		r.agents.mu.Lock()
+		delete(r.agents.users, key)
+		r.agents.mu.Unlock()
+		r.connGone(connID("tcp", key))
+	}}
+	if err := r.agents.ln.push(c); err != nil {
+		_ = ours.Close()
+		_ = theirs.Close()
+		return nil, err
+	}
+	return theirs, nil
+}
+
+// agentOf returns the user whose agent stream a request came on.
+func (r *Router) agentOf(transport, source string) (string, bool) {
+	if transport != "TCP" {
+		return "", false
+	}
+	if ap, err := netip.ParseAddrPort(source); err != nil || !ap.Addr().Is4() || ap.Addr().As4()[0] != 0 {
+		return "", false
+	}
+	r.agents.mu.RLock()
+	defer r.agents.mu.RUnlock()
+	u, ok := r.agents.users[source]
+	return u, ok
+}
+
+// agentConn is the router's end of an agent stream, with the address the router knows it by.
+type agentConn struct {
+	net.Conn
+	remote, local net.Addr
+	once          sync.Once
+	onClose       func()
+}
+
+func (c *agentConn) RemoteAddr() net.Addr { return c.remote }
+func (c *agentConn) LocalAddr() net.Addr  { return c.local }
+
+func (c *agentConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.once.Do(c.onClose)
+	}
+	return n, err
+}
+
+func (c *agentConn) Close() error {
+	c.once.Do(c.onClose)
+	return c.Conn.Close()
+}
+
+// SetDeadline and friends: net.Pipe supports them; sipgo sets none on server streams.
+var _ net.Conn = (*agentConn)(nil)
+
+// pipeListener is a net.Listener whose connections are pushed in-process.
+type pipeListener struct {
+	conns  chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *pipeListener) push(c net.Conn) error {
+	select {
+	case l.conns <- c:
+		return nil
+	case <-l.done:
+		return net.ErrClosed
+	case <-time.After(5 * time.Second):
+		return errors.New("sip plane is not serving agent streams")
+	}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+// Addr is what sipgo records as the local side of agent streams.
+func (l *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(0, 0, 0, 0), Port: 1} }

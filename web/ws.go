@@ -1,0 +1,94 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/dualgate/dualgate/web/auth"
+)
+
+// AgentSockets takes over an agent's WebSocket once the HTTP plane has authenticated it: the
+// bridge. Serve returns when the socket is done.
+type AgentSockets interface {
+	Serve(ctx context.Context, ws *websocket.Conn, user string, expires time.Time)
+}
+
+// wsGate holds the upgrade's own limits: the per-IP upgrade rate and the per-user cap on
+// open sockets.
+type wsGate struct {
+	limit   *ipLimiter
+	maxUser int
+	mu      sync.Mutex
+	open    map[string]int
+}
+
+func newWSGate(cfg RateLimitConfig) *wsGate {
+	return &wsGate{limit: newIPLimiter("ws", cfg.WSPerMinute/60, max(int(cfg.WSPerMinute/2), 1)),
+		maxUser: cfg.WSPerUser, open: map[string]int{}}
+}
+
+func (g *wsGate) acquire(user string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.maxUser > 0 && g.open[user] >= g.maxUser {
+		return false
+	}
+	g.open[user]++
+	return true
+}
+
+func (g *wsGate) release(user string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open[user]--; g.open[user] <= 0 {
+		delete(g.open, user)
+	}
+}
+
+// serveWS upgrades GET /ws for an agent (RFC 7118). Everything is checked before the upgrade,
+// so a refused browser gets a plain HTTP answer it can show: 401 without a valid token (the
+// verifier middleware), 403 for a foreign Origin or a token without the agent role, 400
+// without the "sip" subprotocol, 429 past the per-user socket cap. The socket then belongs to
+// the bridge until it closes or the server stops (the request context ends with the server).
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	claims, _ := auth.ClaimsFrom(r.Context())
+	if !claims.HasRole("agent") {
+		writeJSONError(w, http.StatusForbidden, "agents only")
+		return
+	}
+	if !s.originAllowed(r) {
+		writeJSONError(w, http.StatusForbidden, "origin not allowed")
+		return
+	}
+	if !slices.Contains(websocket.Subprotocols(r), "sip") {
+		writeJSONError(w, http.StatusBadRequest, `WebSocket subprotocol "sip" required (RFC 7118)`)
+		return
+	}
+	if s.deps.Agents == nil {
+		writeJSONError(w, http.StatusServiceUnavailable, "no SIP bridge")
+		return
+	}
+	if !s.ws.acquire(claims.Subject) {
+		w.Header().Set("Retry-After", "5")
+		writeJSONError(w, http.StatusTooManyRequests, "too many sockets for this user")
+		return
+	}
+	defer s.ws.release(claims.Subject)
+	up := websocket.Upgrader{
+		Subprotocols:    []string{"sip"},
+		CheckOrigin:     func(*http.Request) bool { return true }, // checked above, with our rules
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+	}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	s.log.Info("agent socket upgraded", "user", claims.Subject, "remote", r.RemoteAddr)
+	s.deps.Agents.Serve(r.Context(), ws, claims.Subject, claims.ExpiresAt)
+}
