@@ -111,6 +111,7 @@ func (c *Config) resolvePaths() {
 	rel(&c.SIP.TLS.CertFile)
 	rel(&c.SIP.TLS.KeyFile)
 	rel(&c.SIP.TLS.ClientCAFile)
+	rel(&c.SIP.TLS.CAFile)
 	rel(&c.HTTP.TLS.CertFile)
 	rel(&c.HTTP.TLS.KeyFile)
 	rel(&c.HTTP.TLS.ACME.CacheDir)

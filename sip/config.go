@@ -135,6 +135,9 @@ type TLSConfig struct {
 	// ClientCAFile, when set, makes TLS clients present a certificate signed by these CAs
 	// (trunks with mutual TLS). Default: no client certificate asked for.
 	ClientCAFile string `yaml:"client_ca_file"`
+	// CAFile is what backends reached over TLS (URIs with ;transport=tls or sips:) are verified
+	// against. Default: the system's roots.
+	CAFile string `yaml:"ca_file"`
 }
 
 // TimerConfig holds the failover timers.

@@ -114,8 +114,13 @@ func New(cfg Config, disp *dispatcher.Dispatcher, users Directory, log *slog.Log
 	// sipgo logs every unparsable datagram with its whole content at error level; those are
 	// counted and answered by our sanity stage, so its own chatter is kept to warnings.
 	lib := slog.New(levelFloor{h: log.Handler(), min: slog.LevelWarn})
+	dialTLS, err := clientTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent("dualgate"),
+		sipgo.WithUserAgenTLSConfig(dialTLS),
 		sipgo.WithUserAgentTransactionLayerOptions(
 			gosip.WithTransactionLayerLogger(lib),
 			gosip.WithTransactionLayerUnhandledResponseHandler(r.onStrayResponse),

@@ -76,3 +76,22 @@ func (l *certLoader) get() (*tls.Certificate, error) {
 	l.cert, l.mod = &c, st.ModTime()
 	return l.cert, nil
 }
+
+// clientTLS is how the router dials backends over TLS: TLS 1.2 and up, verified against
+// sip.tls.ca_file or the system roots.
+func clientTLS(c TLSConfig) (*tls.Config, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile == "" {
+		return conf, nil
+	}
+	pem, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("sip.tls.ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("sip.tls.ca_file %s: no certificate in it", c.CAFile)
+	}
+	conf.RootCAs = pool
+	return conf, nil
+}
