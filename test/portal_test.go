@@ -49,7 +49,8 @@ func atoi(s string) int {
 // portalConfig: backends a and b in set 1 (round-robin), a destination nobody answers in set
 // 2, probes every 300 ms so latencies show at once, the embedded login with the repository's
 // demo users, and a login rate high enough that the per-user lockout, not the per-IP limit,
-// is what the test meets.
+// is what the test meets. Digest with MD5 (what sipp answers) and a ban after 3 failed
+// authentications, so the registrations and bans panels have something real to show.
 func portalConfig(a, b, dead int, usersFile string) string {
 	return fmt.Sprintf(`
 log: {level: debug}
@@ -59,6 +60,8 @@ sip:
   routes: [{name: t, methods: [INVITE], set: 1, algorithm: 4}]
   # The calls come from a carrier: the cluster itself only calls users.
   trunks: [{name: carrier, sources: ["127.0.0.2"], set: 1, algorithm: 4}]
+  auth: {algorithms: [MD5]}
+  guard: {auth_failures: 3}
 users_file: %q
 http:
   listen: "127.0.0.1:0"
@@ -92,10 +95,42 @@ func startCalls(t *testing.T, gwPort, n int) {
 	t.Cleanup(func() { p.stop() })
 }
 
+// hostileUserAgent is the User-Agent of a registration the portal must show as text: markup
+// in it would be an element (and the CSP would report the handler) if the page used innerHTML.
+const hostileUserAgent = `Evil "phone" <img src=x onerror="window.pwned=1"><b>bold</b> & co`
+
+// registerWithUserAgent registers user from ip (any port) with the given User-Agent, answering
+// the MD5 challenge by hand (sipp's User-Agent is fixed by its scenario).
+func registerWithUserAgent(t *testing.T, gwPort int, ip, user, userAgent string) {
+	t.Helper()
+	c := dialUDP(t, ip, gwPort)
+	withUA := func(msg []byte) []byte {
+		return []byte(strings.Replace(string(msg), "Content-Length:", "User-Agent: "+userAgent+"\r\nContent-Length:", 1))
+	}
+	ch := c.exchange(t, withUA(c.register(user, "", 600)), time.Second)
+	if code(ch) != 401 {
+		t.Fatalf("REGISTER from %s: want 401, got %q", ip, firstLine(ch))
+	}
+	var nonce string
+	for _, h := range headerValues(ch, "WWW-Authenticate") {
+		if strings.Contains(h, "algorithm=MD5") {
+			nonce = param(h, "nonce")
+		}
+	}
+	if nonce == "" {
+		t.Fatalf("no MD5 challenge in %q", headerValues(ch, "WWW-Authenticate"))
+	}
+	auth := digestMD5(user, demoPassword, nonce, "REGISTER", c.ruri(), 1)
+	if got := c.exchange(t, withUA(c.register(user, auth, 600)), time.Second); code(got) != 200 {
+		t.Fatalf("REGISTER from %s with credentials: want 200, got %q", ip, firstLine(got))
+	}
+}
+
 // TestAdminPortal drives the embedded admin portal in headless Chromium against a live gateway
 // with real backends and calls in progress: sign-in (wrong password, admin, agent refused,
 // lockout with Retry-After), live dispatcher state and latency, Drain, Enable and Disable, the
-// calls table, sign-out. The script is test/e2e/admin.spec.mjs; the screenshot of the live
+// calls table, the registrations (a sipp phone, and one whose User-Agent is markup), the bans
+// (a source banned for wrong passwords, lifted from the page), sign-out. The script is test/e2e/admin.spec.mjs; the screenshot of the live
 // view goes to test/artifacts/admin-portal.png.
 func TestAdminPortal(t *testing.T) {
 	requireSipp(t)
@@ -141,6 +176,25 @@ func TestAdminPortal(t *testing.T) {
 		return true
 	})
 
+	// A phone registers as 1002 from 127.0.0.5 (sipp), another binding of 1002 from 127.0.0.6
+	// carries markup in its User-Agent, and 127.0.0.9 guesses 1001's password until banned.
+	phonePort := freePort(t)
+	if res := register(t, gwPort, "127.0.0.5", phonePort, "1002", demoPassword, "200", 600); res.ok != 1 {
+		t.Fatalf("phone registration failed\n%s", tail(res.out, 3000))
+	}
+	registerWithUserAgent(t, gwPort, "127.0.0.6", "1002", hostileUserAgent)
+	const banned = "127.0.0.9"
+	for i := 0; i < 3; i++ {
+		if res := register(t, gwPort, banned, 0, "1001", "wrong", "401", 600); res.ok != 1 {
+			t.Fatalf("wrong password %d from %s: want a new 401\n%s", i+1, banned, tail(res.out, 3000))
+		}
+	}
+	token := adminToken(t, gw)
+	if code, body := adminCall(t, gw, "GET", "/api/admin/bans", token, ""); code != 200 ||
+		!strings.Contains(body, `"prefix":"`+banned+`/32"`) || !strings.Contains(body, `"reason":"auth"`) {
+		t.Fatalf("%s is not banned for auth before the browser test: %d %s", banned, code, body)
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second) // the script's own deadline is 120 s
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "admin.spec.mjs")
@@ -151,6 +205,11 @@ func TestAdminPortal(t *testing.T) {
 		"DUALGATE_DISABLE="+uriB,
 		"DUALGATE_DEAD="+uriDead,
 		"DUALGATE_MIN_CALLS="+strconv.Itoa(calls),
+		"DUALGATE_REG_USER=1002",
+		"DUALGATE_REG_SOURCE="+fmt.Sprintf("127.0.0.5:%d", phonePort),
+		"DUALGATE_REG_UA_SOURCE=127.0.0.6",
+		"DUALGATE_REG_UA="+hostileUserAgent,
+		"DUALGATE_BAN="+banned,
 		"DUALGATE_SCREENSHOT="+shot,
 		"DUALGATE_CHROMIUM="+chromiumPath,
 	)
@@ -184,6 +243,16 @@ func TestAdminPortal(t *testing.T) {
 	}
 	if n := len(gw.Router().Dialogs()); n != calls {
 		t.Errorf("%d calls tracked after drain/enable/disable, want all %d still up", n, calls)
+	}
+	// The Lift button ended the ban in the gateway; the registrations are untouched. (A fresh
+	// token: the browser signed out meanwhile.)
+	token = adminToken(t, gw)
+	if code, body := adminCall(t, gw, "GET", "/api/admin/bans", token, ""); code != 200 || strings.Contains(body, `"`+banned+`/`) {
+		t.Errorf("%s is still banned after Lift in the browser: %d %s", banned, code, body)
+	}
+	if code, body := adminCall(t, gw, "GET", "/api/admin/registrations", token, ""); code != 200 ||
+		!strings.Contains(body, fmt.Sprintf(`"source":"127.0.0.5:%d"`, phonePort)) {
+		t.Errorf("the phone's registration is gone after the browser test: %d %s", code, body)
 	}
 	if _, err := os.Stat(shot); err != nil {
 		t.Fatalf("no screenshot: %v", err)

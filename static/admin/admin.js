@@ -1,5 +1,5 @@
-// dualgate admin portal: sign in, then a live view of the dispatcher and the calls, refreshed
-// every 2 s. Plain JavaScript with no dependencies. The session is the HttpOnly cookie the
+// dualgate admin portal: sign in, then a live view of the dispatcher, the calls, the
+// registrations and the bans, refreshed every 2 s. Plain JavaScript with no dependencies. The session is the HttpOnly cookie the
 // login sets, so this script never sees the token; every request is same-origin, and the
 // browser adds the Origin header the API's CSRF check wants on POSTs.
 'use strict';
@@ -7,6 +7,7 @@
 (function () {
   const POLL_MS = 2000;
   const MAX_DIALOG_ROWS = 200;
+  const MAX_LIST_ROWS = 500;  // registrations and bans
   const STATES = ['active', 'inactive', 'draining', 'disabled'];
 
   const $ = (id) => document.querySelector('[data-testid="' + id + '"]');
@@ -30,6 +31,14 @@
     dialogsEmpty: $('dialogs-empty'),
     dialogsCount: $('dialogs-count'),
     dialogsMore: $('dialogs-more'),
+    regsBody: $('regs-body'),
+    regsEmpty: $('regs-empty'),
+    regsCount: $('regs-count'),
+    regsMore: $('regs-more'),
+    bansBody: $('bans-body'),
+    bansEmpty: $('bans-empty'),
+    bansCount: $('bans-count'),
+    bansMore: $('bans-more'),
     stat: {
       up: $('stat-up'), draining: $('stat-draining'), down: $('stat-down'),
       disabled: $('stat-disabled'), calls: $('stat-calls'),
@@ -37,6 +46,8 @@
   };
   const setTemplate = document.getElementById('set-template');
   const destTemplate = document.getElementById('dest-template');
+  const regTemplate = document.getElementById('reg-template');
+  const banTemplate = document.getElementById('ban-template');
 
   let pollTimer = 0;
   let pollSeq = 0;          // bumps on sign-in and sign-out, so a late answer of an old session is dropped
@@ -45,6 +56,10 @@
   const setCards = new Map(); // set id -> card element
   const destRows = new Map(); // "set uri" -> row element
   const pending = new Set();  // rows with a state change in flight
+  const regRows = new Map();  // binding key -> row element
+  const banRows = new Map();  // prefix -> row element
+  const lifting = new Set();  // prefixes with a lift in flight
+  let bansGen = 0;            // bumps on each lift, so a refresh begun before it cannot bring the ban back
 
   // ---- HTTP ----
 
@@ -132,6 +147,11 @@
     destRows.clear();
     pending.clear();
     el.dialogsBody.replaceChildren();
+    el.regsBody.replaceChildren();
+    regRows.clear();
+    el.bansBody.replaceChildren();
+    banRows.clear();
+    lifting.clear();
   }
 
   function stopPolling() {
@@ -216,14 +236,19 @@
 
   async function poll(seq) {
     clearTimeout(pollTimer);
+    const gen = bansGen;
     try {
-      const [disp, dlg] = await Promise.all([
+      const [disp, dlg, regs, bans] = await Promise.all([
         api('GET', '/api/admin/dispatcher'),
         api('GET', '/api/admin/dialogs'),
+        api('GET', '/api/admin/registrations'),
+        api('GET', '/api/admin/bans'),
       ]);
       if (seq !== pollSeq) return;
       renderSets(disp.sets || []);
       renderDialogs(dlg.dialogs || []);
+      renderRegistrations(regs.registrations || []);
+      if (gen === bansGen) renderBans(bans.bans || []);
       lastOK = Date.now();
       setAppError('');
     } catch (e) {
@@ -431,6 +456,165 @@
     el.dialogsCount.textContent = String(dialogs.length);
     el.dialogsMore.hidden = dialogs.length <= MAX_DIALOG_ROWS;
     el.dialogsMore.textContent = 'Showing the ' + MAX_DIALOG_ROWS + ' oldest of ' + dialogs.length + ' calls.';
+  }
+
+  // ---- registrations ----
+
+  function renderRegistrations(regs) {
+    const sorted = regs.slice().sort((a, b) =>
+      cmp(a.user, b.user) || cmp(a.source, b.source) || cmp(a.contact, b.contact));
+    const now = Date.now();
+    syncRows(el.regsBody, regRows, sorted.slice(0, MAX_LIST_ROWS),
+      (r) => [r.user, r.source, r.contact, r.instance || ''].join('\n'),
+      newRegRow, (row, r) => updateRegRow(row, r, now));
+    el.regsEmpty.hidden = regs.length > 0;
+    el.regsCount.textContent = String(regs.length);
+    el.regsMore.hidden = regs.length <= MAX_LIST_ROWS;
+    el.regsMore.textContent = 'Showing ' + MAX_LIST_ROWS + ' of ' + regs.length + ' registrations, by user.';
+  }
+
+  function newRegRow(r) {
+    const row = regTemplate.content.firstElementChild.cloneNode(true);
+    row.dataset.user = r.user;
+    row.dataset.source = r.source;
+    row.querySelector('[data-testid="reg-user"]').textContent = r.user;
+    row.querySelector('[data-testid="reg-source"]').textContent = r.source;
+    const contact = row.querySelector('[data-testid="reg-contact"]');
+    contact.textContent = r.contact;
+    contact.title = r.contact + (r.instance ? '\ninstance ' + r.instance : '');
+    return row;
+  }
+
+  function updateRegRow(row, r, now) {
+    setText(row.querySelector('[data-testid="reg-transport"]'), r.transport || '');
+    const ua = row.querySelector('[data-testid="reg-ua"]');
+    setText(ua, r.user_agent || '—');
+    ua.title = r.user_agent || '';
+    ua.classList.toggle('muted', !r.user_agent);
+    const exp = row.querySelector('[data-testid="reg-expires"]');
+    const t = Date.parse(r.expires);
+    const left = Number.isNaN(t) ? NaN : Math.round((t - now) / 1000);
+    setText(exp, Number.isNaN(left) ? '—' : left > 0 ? formatDuration(left) : 'expiring');
+    exp.title = Number.isNaN(t) ? '' : 'Expires ' + new Date(t).toLocaleString();
+    exp.classList.toggle('muted', !(left > 0));
+  }
+
+  // ---- bans ----
+
+  const REASONS = {
+    flood: 'Kept exceeding its request rate',
+    auth: 'Too many failed authentications from this source',
+    auth_user: 'Failed for a user who is failing from many sources',
+    admin: 'Banned by an operator',
+  };
+
+  // The API answers newest first; so does the table.
+  function renderBans(bans) {
+    const now = Date.now();
+    syncRows(el.bansBody, banRows, bans.slice(0, MAX_LIST_ROWS), (b) => b.prefix, newBanRow,
+      (row, b) => updateBanRow(row, b, now));
+    el.bansEmpty.hidden = bans.length > 0;
+    el.bansCount.textContent = String(bans.length);
+    el.bansCount.classList.toggle('count-red', bans.length > 0);
+    el.bansMore.hidden = bans.length <= MAX_LIST_ROWS;
+    el.bansMore.textContent = 'Showing the ' + MAX_LIST_ROWS + ' newest of ' + bans.length + ' bans.';
+  }
+
+  function newBanRow(b) {
+    const row = banTemplate.content.firstElementChild.cloneNode(true);
+    row.dataset.prefix = b.prefix;
+    row.querySelector('[data-testid="ban-prefix"]').textContent = b.prefix;
+    const btn = row.querySelector('[data-testid="btn-lift"]');
+    btn.setAttribute('aria-label', 'Lift the ban on ' + b.prefix);
+    btn.addEventListener('click', () => liftBan(row, b.prefix));
+    return row;
+  }
+
+  function updateBanRow(row, b, now) {
+    const known = Object.prototype.hasOwnProperty.call(REASONS, b.reason);
+    const reason = row.querySelector('[data-testid="ban-reason"]');
+    reason.className = 'badge reason reason-' + (known ? b.reason : 'other');
+    setText(reason, b.reason || 'admin');
+    reason.title = known ? REASONS[b.reason] : 'Operator: ' + b.reason;
+    const user = row.querySelector('[data-testid="ban-user"]');
+    setText(user, b.user || '—');
+    user.classList.toggle('muted', !b.user);
+
+    const since = Date.parse(b.since);
+    const until = Date.parse(b.until);
+    const left = Number.isNaN(until) ? NaN : Math.max(0, Math.round((until - now) / 1000));
+    setText(row.querySelector('[data-testid="ban-remaining"]'), Number.isNaN(left) ? '—' : formatDuration(left));
+    const at = row.querySelector('[data-testid="ban-until"]');
+    setText(at, Number.isNaN(until) ? '' : 'until ' + new Date(until).toLocaleTimeString());
+    row.querySelector('.until').title = (Number.isNaN(since) ? '' : 'Banned ' + new Date(since).toLocaleString()) +
+      (Number.isNaN(until) ? '' : (Number.isNaN(since) ? '' : '\n') + 'Ends ' + new Date(until).toLocaleString());
+
+    const busy = lifting.has(b.prefix);
+    row.classList.toggle('busy', busy);
+    const btn = row.querySelector('[data-testid="btn-lift"]');
+    btn.disabled = busy;
+    btn.title = busy ? 'Lifting…' : 'End the ban: ' + b.prefix + ' may send again at once';
+  }
+
+  // liftBan ends the ban on a prefix. The API takes an address the ban covers: the prefix's
+  // own address does (an IPv4 /32, or the first address of an IPv6 /64).
+  async function liftBan(row, prefix) {
+    if (lifting.has(prefix)) return;
+    lifting.add(prefix);
+    row.classList.add('busy');
+    row.querySelector('[data-testid="btn-lift"]').disabled = true;
+    const seq = pollSeq;
+    const address = prefix.replace(/\/\d+$/, '');
+    try {
+      const res = await api('POST', '/api/admin/bans/lift', { address });
+      lifting.delete(prefix);
+      bansGen++;
+      if (seq === pollSeq && res && Array.isArray(res.bans)) renderBans(res.bans);
+      setAppError('');
+    } catch (e) {
+      lifting.delete(prefix);
+      if (e.status === 401) {
+        showLogin('Your session has ended. Sign in again.');
+        return;
+      }
+      // 404: the ban ended (or someone lifted it) meanwhile; the refresh shows that.
+      if (e.status !== 404) setAppError('Could not lift the ban on ' + prefix + ': ' + e.message);
+      if (seq === pollSeq) poll(seq);
+    }
+  }
+
+  // syncRows makes tbody show one row per item, in order, keeping the row of a key from one
+  // refresh to the next (so a click, a hover or a text selection survives the refresh).
+  function syncRows(tbody, rows, items, keyOf, create, update) {
+    const seen = new Set();
+    let i = 0;
+    for (const item of items) {
+      const key = keyOf(item);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      let row = rows.get(key);
+      if (!row) {
+        row = create(item);
+        rows.set(key, row);
+      }
+      update(row, item);
+      if (tbody.children[i] !== row) tbody.insertBefore(row, tbody.children[i] || null);
+      i++;
+    }
+    for (const [key, row] of rows) {
+      if (!seen.has(key)) {
+        row.remove();
+        rows.delete(key);
+      }
+    }
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function cmp(a, b) {
+    return String(a || '').localeCompare(String(b || ''), undefined, { numeric: true });
   }
 
   function cell(child, cls) {

@@ -10,6 +10,12 @@
 //   DUALGATE_DISABLE      URI of a set-1 destination to disable (and leave disabled)
 //   DUALGATE_DEAD         URI of a destination nothing answers (set 2): must show inactive
 //   DUALGATE_MIN_CALLS    calls in progress the dialogs table must show (default 1)
+//   DUALGATE_REG_USER     a registered user the registrations panel must list (e.g. 1002)...
+//   DUALGATE_REG_SOURCE   ...from this ip:port (a sipp phone: UDP, User-Agent dualgate-test-phone)
+//   DUALGATE_REG_UA_SOURCE / DUALGATE_REG_UA   optional: the IP of another binding of that user
+//                         and its User-Agent, markup that must show as text
+//   DUALGATE_BAN          an IPv4 address banned for wrong passwords (reason auth); the test
+//                         lifts the ban from the page
 //   DUALGATE_SCREENSHOT   where to write the full-page screenshot of the live view (PNG);
 //                         the sign-in page with the lockout message goes beside it (-login.png)
 //   DUALGATE_CHROMIUM     browser executable (default /usr/bin/chromium)
@@ -38,6 +44,11 @@ const drainURI = env('DUALGATE_DRAIN');
 const disableURI = env('DUALGATE_DISABLE');
 const deadURI = env('DUALGATE_DEAD');
 const minCalls = parseInt(env('DUALGATE_MIN_CALLS', '1'), 10);
+const regUser = env('DUALGATE_REG_USER');
+const regSource = env('DUALGATE_REG_SOURCE');
+const uaSource = env('DUALGATE_REG_UA_SOURCE', '');
+const hostileUA = env('DUALGATE_REG_UA', '');
+const bannedIP = env('DUALGATE_BAN');
 const shot = env('DUALGATE_SCREENSHOT');
 const executablePath = env('DUALGATE_CHROMIUM', '/usr/bin/chromium');
 const adminUser = env('DUALGATE_ADMIN', 'admin');
@@ -118,6 +129,20 @@ try {
     console.log(`ok   ${name} (${Date.now() - t0} ms)`);
   };
   const errorText = async (id) => (await tid(id).textContent()).trim();
+  const regRow = (source) => page.locator(`[data-testid="reg-row"][data-user="${regUser}"][data-source^="${source}"]`);
+  const banRow = page.locator(`[data-testid="ban-row"][data-prefix="${bannedIP}/32"]`);
+  const cellText = async (scope, id) => (await scope.getByTestId(id).textContent()).trim();
+  // seconds parses what formatDuration writes: "42 s", "9 min 58 s", "1 h 05 min".
+  const seconds = (text) => {
+    const m = /^(?:(\d+) h )?(?:(\d+) min ?)?(?:(\d+) s)?$/.exec(text);
+    if (!m || !text) return NaN;
+    return (+(m[1] || 0)) * 3600 + (+(m[2] || 0)) * 60 + (+(m[3] || 0));
+  };
+  const apiBans = async () => {
+    const res = await page.request.get(`${base}/api/admin/bans`, { timeout: WAIT });
+    if (res.status() !== 200) throw new Error(`GET /api/admin/bans: ${res.status()}`);
+    return (await res.json()).bans;
+  };
 
   await step('the portal loads and asks to sign in', async () => {
     const res = await page.goto(`${base}/admin/`, { timeout: WAIT });
@@ -162,6 +187,60 @@ try {
     if (await tid('dialogs-empty').isVisible()) throw new Error('"no calls" shows beside calls');
   });
 
+  await step(`the registrations panel lists ${regUser} from ${regSource} with a countdown`, async () => {
+    const r = regRow(regSource);
+    await r.waitFor({ timeout: SLOW_WAIT });
+    if (await tid('regs-empty').isVisible()) throw new Error('"No registrations" shows beside a registration');
+    const got = {
+      user: await cellText(r, 'reg-user'),
+      source: await cellText(r, 'reg-source'),
+      transport: await cellText(r, 'reg-transport'),
+      contact: await cellText(r, 'reg-contact'),
+      ua: await cellText(r, 'reg-ua'),
+    };
+    if (got.user !== regUser || got.source !== regSource || got.transport !== 'UDP' ||
+      !got.contact.includes('192.168.1.50') || got.ua !== 'dualgate-test-phone') {
+      throw new Error(`row shows ${JSON.stringify(got)}`);
+    }
+    const first = seconds(await cellText(r, 'reg-expires'));
+    if (!(first > 0 && first <= 600)) throw new Error(`expires in "${await cellText(r, 'reg-expires')}"`);
+    // The countdown runs: a few seconds later it shows less.
+    await page.waitForFunction(([sel, s0]) => {
+      const t = document.querySelector(sel)?.textContent.trim() ?? '';
+      const m = /^(?:(\d+) min ?)?(?:(\d+) s)?$/.exec(t);
+      return !!m && t !== '' && (+(m[1] || 0)) * 60 + (+(m[2] || 0)) < s0;
+    }, [`[data-testid="reg-row"][data-source="${regSource}"] [data-testid="reg-expires"]`, first], { timeout: WAIT });
+    const count = parseInt(await errorText('regs-count'), 10);
+    const rows = await page.getByTestId('reg-row').count();
+    if (count < 1 || count !== rows) throw new Error(`count badge ${count}, ${rows} rows`);
+  });
+
+  if (hostileUA) {
+    await step('a User-Agent with markup shows as text, not as elements', async () => {
+      const r = regRow(uaSource + ':');
+      await r.waitFor({ timeout: SLOW_WAIT });
+      const ua = await r.getByTestId('reg-ua').textContent();
+      if (ua !== hostileUA) throw new Error(`user agent cell shows ${JSON.stringify(ua)}, want ${JSON.stringify(hostileUA)}`);
+      const injected = await page.evaluate(() =>
+        document.querySelectorAll('[data-testid="regs-body"] img, [data-testid="regs-body"] b').length + (window.pwned ? 100 : 0));
+      if (injected) throw new Error(`the user agent became markup (${injected})`);
+    });
+  }
+
+  await step(`the bans panel lists ${bannedIP} (reason auth) with the time left`, async () => {
+    await banRow.waitFor({ timeout: SLOW_WAIT });
+    if (await tid('bans-empty').isVisible()) throw new Error('"No bans" shows beside a ban');
+    const reason = await cellText(banRow, 'ban-reason');
+    if (reason !== 'auth') throw new Error(`reason "${reason}"`);
+    const left = seconds(await cellText(banRow, 'ban-remaining'));
+    if (!(left > 0 && left <= 600)) throw new Error(`remaining "${await cellText(banRow, 'ban-remaining')}"`);
+    const until = await cellText(banRow, 'ban-until');
+    if (!/^until \d\d:\d\d:\d\d$/.test(until)) throw new Error(`until "${until}"`);
+    if (await banRow.getByTestId('btn-lift').isDisabled()) throw new Error('Lift is not offered');
+    const count = parseInt(await errorText('bans-count'), 10);
+    if (count !== (await apiBans()).length) throw new Error(`count badge ${count}`);
+  });
+
   await step(`Drain ${drainURI}: the badge and the gateway say draining, its calls stay`, async () => {
     const before = await apiState(drainURI);
     await row(drainURI).getByTestId('btn-drain').click();
@@ -178,6 +257,23 @@ try {
     await tid('stat-draining').and(page.locator('.nonzero')).waitFor();
     await page.mouse.move(0, 0); // no hover highlight in the picture
     await page.screenshot({ path: shot, fullPage: true });
+  });
+
+  await step(`Lift the ban on ${bannedIP}: the row goes, and the gateway agrees`, async () => {
+    const answer = page.waitForResponse((r) => r.url().endsWith('/api/admin/bans/lift'), { timeout: WAIT });
+    await banRow.getByTestId('btn-lift').click();
+    const res = await answer;
+    if (res.status() !== 200) throw new Error(`POST /api/admin/bans/lift answered ${res.status()}`);
+    const sent = res.request().postDataJSON();
+    if (sent.address !== bannedIP) throw new Error(`lift sent ${JSON.stringify(sent)}`);
+    await banRow.waitFor({ state: 'detached' });
+    const bans = await apiBans();
+    if (bans.some((b) => b.prefix.startsWith(bannedIP + '/'))) throw new Error(`the gateway still lists ${bannedIP}`);
+    if (bans.length === 0) await tid('bans-empty').waitFor({ state: 'visible' });
+    // Two refreshes later it is still gone (a refresh in flight must not bring it back).
+    await page.waitForTimeout(4500);
+    if (await banRow.count()) throw new Error('the lifted ban came back');
+    if (parseInt(await errorText('bans-count'), 10) !== bans.length) throw new Error('the count badge was not updated');
   });
 
   await step(`Enable ${drainURI}: active again`, async () => {
