@@ -413,6 +413,13 @@ func (r *Router) prepareForward(fwd, orig *gosip.Request, t target, recordRoute 
 	if recordRoute {
 		in := strings.ToLower(orig.Transport())
 		out := strings.ToLower(t.transport)
+		if _, listening := r.ports[out]; !listening {
+			// No listener for the outbound transport (a backend dialled over TLS without a
+			// tls: listener): an entry for it could name no port of ours, so neither side would
+			// recognise it and in-dialog requests would go to the default port. The inbound
+			// entry alone keeps the dialog on us.
+			out = in
+		}
 		if in != out {
 			// RFC 5658 double Record-Route: the callee's side sees the entry for the outbound
 			// transport, the caller's side the inbound one.
