@@ -4,7 +4,7 @@ BIN     := bin/dualgate
 CONFIG  ?= configs/dualgate.yaml
 FUZZTIME ?= 20s
 
-.PHONY: all build run test unit integration fuzz bench bench-sip bench-http vet clean
+.PHONY: all build run test unit integration fuzz bench bench-sip bench-http bench-register vet clean agent-bundle agent-bundle-check
 
 all: build
 
@@ -31,15 +31,33 @@ test/e2e/node_modules: test/e2e/package-lock.json
 	npm ci --prefix test/e2e --no-audit --no-fund
 	@touch $@
 
+# The agent portal's JsSIP bundle, static/agent/vendor/jssip.min.js, built with esbuild from the
+# versions static/agent/build/package-lock.json pins (static/agent/build/README.md). It is
+# committed, so `make run` and `make build` need only Go: rebuild it after changing the lockfile
+# or entry.js, and commit it. agent-bundle-check fails when the committed file is not what a
+# fresh build gives.
+agent-bundle: static/agent/build/node_modules
+	npm run --prefix static/agent/build --silent build
+
+agent-bundle-check: static/agent/build/node_modules
+	npm run --prefix static/agent/build --silent check
+
+static/agent/build/node_modules: static/agent/build/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20 or later with npm"; exit 1; }
+	npm ci --prefix static/agent/build --no-audit --no-fund
+	@touch $@
+
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInbound$$' -fuzztime $(FUZZTIME) ./sip/sanity
 
 # Benchmarks (bench/README.md): the SIP call rate beside Kamailio, then the HTTP plane beside
-# nginx. The HTTP bench runs even when the SIP bench fails (not when it is interrupted); make
-# fails if either does.
+# nginx, then the registrar beside Kamailio's. Each runs even when an earlier one fails (not
+# when it is interrupted); make fails if any does.
 bench: build
 	@rc=0; bash bench/sip-bench.sh || rc=$$?; [ $$rc -lt 128 ] || exit $$rc; \
-	GO="$(GO)" bash bench/http-bench.sh || rc=1; exit $$rc
+	r=0; GO="$(GO)" bash bench/http-bench.sh || r=$$?; [ $$r -lt 128 ] || exit $$r; [ $$r -eq 0 ] || rc=1; \
+	r=0; GO="$(GO)" bash bench/register-bench.sh || r=$$?; [ $$r -lt 128 ] || exit $$r; [ $$r -eq 0 ] || rc=1; \
+	exit $$rc
 
 # Call-rate benchmark alone: dualgate and Kamailio (if installed) under the same sipp load.
 bench-sip: build
@@ -48,6 +66,11 @@ bench-sip: build
 # HTTP benchmark alone: static portal asset and authenticated API call with wrk, beside nginx.
 bench-http: build
 	GO="$(GO)" bash bench/http-bench.sh
+
+# Registration benchmark alone: REGISTER rate (no auth, digest) and bytes per binding for
+# 100,000 users, beside Kamailio's registrar (if installed).
+bench-register: build
+	GO="$(GO)" bash bench/register-bench.sh
 
 clean:
 	rm -rf bin

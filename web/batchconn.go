@@ -86,8 +86,11 @@ func (c *batchConn) release() error {
 // response) when nothing is held.
 func (c *batchConn) ReadFrom(r io.Reader) (int64, error) {
 	c.mu.Lock()
-	held := c.held != nil
+	held, err := c.held != nil, c.err
 	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
 	if rf, ok := c.Conn.(io.ReaderFrom); ok && !held {
 		return rf.ReadFrom(r)
 	}

@@ -33,7 +33,7 @@ type Deps struct {
 	Accounts Accounts // nil: no embedded login
 	Ready    Readiness
 	Metrics  prometheus.Gatherer
-	Static   fs.FS        // the portals: admin/ (and agent/ later); nil: none
+	Static   fs.FS        // the portals: admin/ and agent/; nil: none
 	Agents   AgentSockets // the bridge for /ws; nil: no WebSocket SIP
 }
 
@@ -121,6 +121,10 @@ func (s *Server) router() *chi.Mux {
 		http.Redirect(w, r, "/admin/", http.StatusMovedPermanently)
 	})
 	r.Handle(staticRoute, s.static)
+	r.Get("/agent", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/agent/", http.StatusMovedPermanently)
+	})
+	r.Handle(agentRoute, s.static) // the agent softphone; served by chi, not the fast path
 	r.Route("/api/admin", func(r chi.Router) {
 		r.Use(s.verifier.Middleware, auth.RequireRole("admin"), s.sameOrigin)
 		s.adminRoutes(r)
@@ -139,7 +143,10 @@ func (s *Server) middleware(route string) chi.Middlewares {
 		s.limitMiddleware(s.limitAll)}
 }
 
-const staticRoute = "/admin/*"
+const (
+	staticRoute = "/admin/*"
+	agentRoute  = "/agent/*"
+)
 
 // staticFastPath sends GET and HEAD requests for the embedded files straight to the static
 // handler, through the same middleware, skipping chi: for these requests chi's routing
