@@ -3,10 +3,19 @@
 // test/agent_portal_test.go starts the gateway (demo users, a sipp backend as the cluster) and
 // runs this script with node. Two agents sign in, each in its own browser context (own
 // cookies), and register over the WebSocket bridge with JsSIP. Then:
-//   1. 1001 calls a number: the call goes through the gateway to the sipp backend, which answers
-//      with plain RTP/AVP SDP. The browser cannot use that (WebRTC needs DTLS-SRTP), so JsSIP
-//      ACKs and hangs up with BYE; the page must say the call failed on media. Only the SIP is
-//      checked here (the Go test reads what the backend received).
+//   1. 1001 calls a number: the dispatcher sends it to the sipp backend, which answers with
+//      WebRTC SDP (the browser accepts it; sipp does no ICE/DTLS, so no media flows), gets the
+//      ACK and hangs up with its own BYE 1.5 s later: the page shows the call, then "the other
+//      party hung up" (not a media failure). The Go test checks sipp's side (its scenario ran
+//      to the end: INVITE with a WebRTC offer, ACK, 200 to its BYE; no BYE from the browser).
+//   1b. The script prints "need: cluster-call 1001"; the Go test then starts a sipp caller on
+//      the cluster's address that calls 1001 with a WebRTC offer. The page rings, the test
+//      answers, the call confirms (ACK), the test hangs up: the BYE reaches sipp (the Go test
+//      checks sipp completed: 180, 200 with a WebRTC answer, the BYE).
+//      In both calls the peer connection must never reach "failed" while the call is up (the
+//      portal ends a confirmed call whose connection fails). Chromium gives up on an ICE path
+//      whose peer never answers after about 15 s (measured: "failed" at 15.1 s); these calls
+//      last about 2 s, and the page shows "Audio: connecting…" meanwhile.
 //   2. 1001 calls 1002 through the gateway; 1002 answers; both reach the call state and audio
 //      RTP flows both ways (getStats: inbound-rtp audio bytesReceived grows on both pages).
 //      Hold/resume and mute show on both sides; screenshot; 1002 hangs up; both show it ended.
@@ -27,7 +36,9 @@
 //   DUALGATE_CHROMIUM       browser executable (default /usr/bin/chromium)
 //   DUALGATE_A / DUALGATE_B / DUALGATE_PASSWORD   demo agents (1001, 1002, dualgate-demo)
 //
-// Output: one line per step ("ok <step> (<ms> ms)"), "rtp ..." lines with the getStats figures;
+// Output: one line per step ("ok <step> (<ms> ms)"), "rtp ..." lines with the getStats figures,
+// "ice ..." lines with each sipp call's connection states, "need: cluster-call <user>" when the
+// Go test must start the cluster's call;
 // on failure a message and both pages' consoles; exit status 1.
 
 import { chromium } from 'playwright-core';
@@ -82,7 +93,8 @@ const browser = await chromium.launch({
 });
 
 // Each page records the RTCPeerConnections and WebSockets JsSIP makes, so the test can read
-// getStats and drop the socket without any hook in the portal itself.
+// getStats and drop the socket without any hook in the portal itself. Each connection keeps
+// the connection states it went through (states).
 const recorder = () => {
   const pcs = [];
   const sockets = [];
@@ -90,6 +102,8 @@ const recorder = () => {
   window.RTCPeerConnection = class extends PC {
     constructor(...args) {
       super(...args);
+      this.states = [this.connectionState];
+      this.addEventListener('connectionstatechange', () => this.states.push(this.connectionState));
       pcs.push(this);
     }
   };
@@ -121,8 +135,17 @@ async function agentPage(user) {
     // waitAttr waits until the element's data-<name> is value.
     waitAttr: (id, name, value, timeout = WAIT) =>
       page.locator(`[data-testid="${id}"][data-${name}="${value}"]`).waitFor({ timeout }),
-    callState: (state, timeout = WAIT) =>
-      page.locator(`[data-testid="call-panel"][data-state="${state}"]`).waitFor({ timeout }),
+    // callState waits until the call panel shows state; on timeout it says what it shows.
+    callState: async (state, timeout = WAIT) => {
+      try {
+        await page.locator(`[data-testid="call-panel"][data-state="${state}"]`).waitFor({ timeout });
+      } catch (e) {
+        const now = await page.evaluate(() => [document.querySelector('[data-testid="call-panel"]')?.dataset.state,
+          document.querySelector('[data-testid="call-status"]')?.textContent]).catch(() => []);
+        e.message = `${user}: the call panel is not "${state}" but "${now[0]}" ("${now[1]}"): ${e.message}`;
+        throw e;
+      }
+    },
   };
 }
 
@@ -229,14 +252,56 @@ try {
     await waitRegistrations(A.page, 2);
   });
 
-  await step(`${userA} calls ${number}: it reaches the backend, and the page says the media does not fit`, async () => {
+  // states returns the connection states the page's last peer connection went through.
+  const states = (p) => p.page.evaluate(() => window.__dualgateTest.pcs.at(-1)?.states || []);
+  const historyTop = async (p) => (await p.page.locator('[data-testid="history-item"] .h-result').first().textContent()).trim();
+
+  await step(`${userA} calls ${number}: the sipp backend answers with WebRTC SDP, the call is up, then the backend hangs up`, async () => {
+    const pcsBefore = await A.page.evaluate(() => window.__dualgateTest.pcs.length);
     await A.tid('dial-input').fill(number);
     await A.tid('btn-call').click();
+    await A.callState('ringing');
+    // Confirmed: the browser took the 200's SDP (setRemoteDescription) and sent the ACK.
+    await A.callState('active');
+    if ((await A.text('call-status')) !== 'In call') throw new Error(`status: "${await A.text('call-status')}"`);
+    if ((await A.text('call-peer')) !== number) throw new Error(`peer: "${await A.text('call-peer')}"`);
+    await A.tid('btn-hangup').waitFor({ state: 'visible' });
+    // No media: sipp answers no ICE checks (Chrome gives up on such a path after about 15 s).
+    if ((await A.text('call-media')) !== 'Audio: connecting…') throw new Error(`media line: "${await A.text('call-media')}"`);
+    const during = await states(A);
+    // The backend's BYE ends it; the page did not end it itself (no media failure).
     await A.callState('ended');
     const status = await A.text('call-status');
-    if (!/call failed.*media not compatible/i.test(status)) throw new Error(`status: "${status}"`);
-    if ((await A.text('call-state')) !== 'Call failed') throw new Error(`badge: ${await A.text('call-state')}`);
-    await A.page.locator('[data-testid="history-item"]').first().waitFor();
+    if (status !== 'Call ended · The other party hung up') throw new Error(`status: "${status}"`);
+    if ((await A.text('call-state')) !== 'Call ended') throw new Error(`badge: ${await A.text('call-state')}`);
+    if ((await historyTop(A)) !== 'The other party hung up') throw new Error(`history: "${await historyTop(A)}"`);
+    const pcs = await A.page.evaluate(() => window.__dualgateTest.pcs.length);
+    if (pcs !== pcsBefore + 1) throw new Error(`${pcs - pcsBefore} peer connections for the call, want 1`);
+    const all = await states(A);
+    console.log(`ice  ${userA} -> ${number} (sipp, no ICE): connection states in the call ${during.join(' > ')}; at the end ${all.join(' > ')}`);
+    if (all.includes('failed')) throw new Error(`the peer connection failed during the call: ${all.join(' > ')}`);
+  });
+
+  await step(`the cluster (sipp) calls ${userA}: the page rings, ${userA} answers, the call confirms, ${userA} hangs up`, async () => {
+    console.log(`need: cluster-call ${userA}`);
+    await A.callState('incoming');
+    if ((await A.text('call-peer')) !== 'cluster') throw new Error(`${userA} sees the call from "${await A.text('call-peer')}"`);
+    if ((await A.text('call-direction')) !== 'Incoming call') throw new Error(`direction: "${await A.text('call-direction')}"`);
+    await A.tid('btn-answer').click();
+    // Confirmed: the browser's answer went out in the 200 and sipp's ACK came back.
+    await A.callState('active');
+    if ((await A.text('call-status')) !== 'In call') throw new Error(`status: "${await A.text('call-status')}"`);
+    await A.page.waitForFunction(() => document.querySelector('[data-testid="call-timer"]').textContent !== '00:00',
+      null, { timeout: 3000 });
+    if ((await A.text('call-media')) !== 'Audio: connecting…') throw new Error(`media line: "${await A.text('call-media')}"`);
+    const during = await states(A);
+    if (during.includes('failed')) throw new Error(`the peer connection failed during the call: ${during.join(' > ')}`);
+    await A.tid('btn-hangup').click();
+    await A.callState('ended');
+    const status = await A.text('call-status');
+    if (status !== 'Call ended · You hung up') throw new Error(`status: "${status}"`);
+    if ((await historyTop(A)) !== 'You hung up') throw new Error(`history: "${await historyTop(A)}"`);
+    console.log(`ice  cluster -> ${userA} (sipp, no ICE): connection states in the call ${during.join(' > ')}; at the end ${(await states(A)).join(' > ')}`);
   });
 
   await step(`${userA} calls ${userB}: ${userB} rings, ${userA} hears ringing`, async () => {
@@ -330,7 +395,7 @@ try {
       if (await p.tid('btn-hangup').isVisible()) throw new Error(`${p.user}: Hang up still offered`);
       if (await p.tid('btn-call').isDisabled()) throw new Error(`${p.user}: Call stays disabled`);
     }
-    if ((await A.page.locator('[data-testid="history-item"]').count()) !== 2) throw new Error(`${userA}: history is not 2 calls`);
+    if ((await A.page.locator('[data-testid="history-item"]').count()) !== 3) throw new Error(`${userA}: history is not 3 calls`);
   });
 
   await step(`${userA}'s socket drops: the page shows it reconnecting, then registered again`, async () => {
