@@ -4,7 +4,7 @@ BIN     := bin/dualgate
 CONFIG  ?= configs/dualgate.yaml
 FUZZTIME ?= 20s
 
-.PHONY: all build run test unit integration fuzz bench bench-sip bench-http bench-register vet clean agent-bundle agent-bundle-check
+.PHONY: all build run test unit integration fuzz bench bench-sip bench-http bench-register bench-ws vet clean agent-bundle agent-bundle-check
 
 all: build
 
@@ -51,12 +51,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInbound$$' -fuzztime $(FUZZTIME) ./sip/sanity
 
 # Benchmarks (bench/README.md): the SIP call rate beside Kamailio, then the HTTP plane beside
-# nginx, then the registrar beside Kamailio's. Each runs even when an earlier one fails (not
+# nginx, then the registrar beside Kamailio's, then 10,000 WebSocket agents. Each runs even when an earlier one fails (not
 # when it is interrupted); make fails if any does.
 bench: build
 	@rc=0; bash bench/sip-bench.sh || rc=$$?; [ $$rc -lt 128 ] || exit $$rc; \
 	r=0; GO="$(GO)" bash bench/http-bench.sh || r=$$?; [ $$r -lt 128 ] || exit $$r; [ $$r -eq 0 ] || rc=1; \
 	r=0; GO="$(GO)" bash bench/register-bench.sh || r=$$?; [ $$r -lt 128 ] || exit $$r; [ $$r -eq 0 ] || rc=1; \
+	r=0; GO="$(GO)" bash bench/ws-bench.sh || r=$$?; [ $$r -lt 128 ] || exit $$r; [ $$r -eq 0 ] || rc=1; \
 	exit $$rc
 
 # Call-rate benchmark alone: dualgate and Kamailio (if installed) under the same sipp load.
@@ -71,6 +72,11 @@ bench-http: build
 # 100,000 users, beside Kamailio's registrar (if installed).
 bench-register: build
 	GO="$(GO)" bash bench/register-bench.sh
+
+# WebSocket agents benchmark alone: N agents (default 10,000) over WSS register and idle
+# (memory per agent), then all reconnect at once (storm time, failures).
+bench-ws: build
+	GO="$(GO)" bash bench/ws-bench.sh
 
 clean:
 	rm -rf bin

@@ -2,7 +2,8 @@
 // router. The HTTP plane authenticates the upgrade (JWT, Origin, subprotocol "sip") and hands
 // the socket here with the user its token names; from then on the socket belongs to the bridge:
 // one reader and one writer goroutine, ping/pong with a dead-peer timeout, a read limit, a
-// per-socket message rate, and one SIP message per frame each way.
+// per-socket message rate, and one SIP message per frame each way. The socket closes when the
+// token it opened with expires, unless a refresh of the same session has moved that (Extend).
 //
 // Every frame from the browser is checked before the router sees it: it must parse as SIP
 // (Content-Length is added where the browser left it out, as RFC 7118 allows), and a request
@@ -67,19 +68,35 @@ type Bridge struct {
 	router Router
 	log    *slog.Logger
 	m      *metrics
+
+	mu   sync.Mutex
+	live map[sessionKey]map[*deadline]struct{} // sockets with an expiry, by the session that opened them
 }
+
+// sessionKey is what a refreshed token may extend: the sockets opened by the same user in the
+// same session. The session is part of the key so that one browser refreshing its session
+// cannot keep another device's socket (or one opened with a stolen token of an older,
+// signed-out session) alive: each socket lives only as long as the session that opened it
+// keeps proving itself. Tokens without a sid (some IdPs) share the empty session, so for them
+// the binding falls back to the user.
+type sessionKey struct{ user, session string }
 
 // New builds a bridge in front of router.
 func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer) *Bridge {
-	return &Bridge{cfg: cfg.withDefaults(), router: router, log: log, m: newMetrics(reg)}
+	return &Bridge{cfg: cfg.withDefaults(), router: router, log: log, m: newMetrics(reg),
+		live: map[sessionKey]map[*deadline]struct{}{}}
 }
 
 // ErrExpired closes a socket whose token ran out.
 var ErrExpired = errors.New("token expired")
 
+// ErrSignedOut closes the sockets of a session that signed out.
+var ErrSignedOut = errors.New("signed out")
+
 // Serve runs one agent socket until it closes, the token expires (expires, zero: never) or ctx
-// ends. It always closes ws.
-func (b *Bridge) Serve(ctx context.Context, ws *websocket.Conn, user string, expires time.Time) {
+// ends. It always closes ws. session is the token's sid ("" when it has none); Extend moves the
+// expiry of the sockets of one user's session.
+func (b *Bridge) Serve(ctx context.Context, ws *websocket.Conn, user, session string, expires time.Time) {
 	defer ws.Close()
 	flow, err := b.router.AttachAgent(user)
 	if err != nil {
@@ -100,18 +117,151 @@ func (b *Bridge) Serve(ctx context.Context, ws *websocket.Conn, user string, exp
 	wg.Go(func() { b.write(ctx, ws, out, cancel) })
 	wg.Go(func() { b.read(ctx, ws, flow, user, out, cancel, log) })
 	if !expires.IsZero() {
-		t := time.AfterFunc(time.Until(expires), func() { cancel(ErrExpired) })
-		defer t.Stop()
+		key := sessionKey{user, session}
+		d := newDeadline(expires, cancel)
+		b.track(key, d)
+		defer b.untrack(key, d)
 	}
 	<-ctx.Done()
 	cause := context.Cause(ctx)
-	if errors.Is(cause, ErrExpired) {
-		closeWith(ws, websocket.ClosePolicyViolation, "token expired")
+	if errors.Is(cause, ErrExpired) || errors.Is(cause, ErrSignedOut) {
+		closeWith(ws, websocket.ClosePolicyViolation, cause.Error())
 	}
 	_ = flow.Close()
 	_ = ws.Close()
 	wg.Wait()
 	log.Info("agent socket closed", "reason", fmt.Sprint(cause))
+}
+
+// Extend moves the expiry of user's live sockets opened in session to expires, when that is
+// later than their current one; it never shortens a socket's life, so replaying an older token
+// of the session cannot cut it off. It reports how many sockets moved. The caller has verified
+// a token for exactly this user and session expiring at expires.
+func (b *Bridge) Extend(user, session string, expires time.Time) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for d := range b.live[sessionKey{user, session}] {
+		if d.extend(expires) {
+			n++
+		}
+	}
+	if n > 0 {
+		b.log.Info("agent socket expiry moved", "user", user, "sockets", n, "expires", expires)
+	}
+	return n
+}
+
+// End closes user's live sockets opened in session, at once: the session signed out. A token
+// stays valid until its exp (JWTs cannot be recalled), but a socket is a standing grant, and an
+// agent who signs out on a shared desk must not leave a phone registered behind. Sockets of
+// tokens without a sid are left alone: no logout can name their session.
+func (b *Bridge) End(user, session string) int {
+	if session == "" {
+		return 0
+	}
+	b.mu.Lock()
+	ds := make([]*deadline, 0, len(b.live[sessionKey{user, session}]))
+	for d := range b.live[sessionKey{user, session}] {
+		ds = append(ds, d)
+	}
+	b.mu.Unlock()
+	n := 0
+	for _, d := range ds {
+		if d.end(ErrSignedOut) {
+			n++
+		}
+	}
+	if n > 0 {
+		b.log.Info("agent sockets closed: signed out", "user", user, "sockets", n)
+	}
+	return n
+}
+
+func (b *Bridge) track(k sessionKey, d *deadline) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.live[k] == nil {
+		b.live[k] = map[*deadline]struct{}{}
+	}
+	b.live[k][d] = struct{}{}
+}
+
+func (b *Bridge) untrack(k sessionKey, d *deadline) {
+	d.stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.live[k], d)
+	if len(b.live[k]) == 0 {
+		delete(b.live, k)
+	}
+}
+
+// deadline calls fire once, at a time that may move later while it waits.
+type deadline struct {
+	mu    sync.Mutex
+	at    time.Time
+	done  bool
+	timer *time.Timer
+	fire  func(cause error)
+}
+
+func newDeadline(at time.Time, fire func(cause error)) *deadline {
+	d := &deadline{at: at, fire: fire}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.timer = time.AfterFunc(time.Until(at), d.check)
+	return d
+}
+
+// check runs when the timer goes off. An extend may have raced with the timer (the timer fired
+// just before the new time was set), so the time is read again under the lock.
+func (d *deadline) check() {
+	d.mu.Lock()
+	if d.done {
+		d.mu.Unlock()
+		return
+	}
+	if left := time.Until(d.at); left > 0 {
+		d.timer.Reset(left)
+		d.mu.Unlock()
+		return
+	}
+	d.done = true
+	d.mu.Unlock()
+	d.fire(ErrExpired)
+}
+
+// end fires now with cause, unless the deadline already fired or stopped.
+func (d *deadline) end(cause error) bool {
+	d.mu.Lock()
+	if d.done {
+		d.mu.Unlock()
+		return false
+	}
+	d.done = true
+	d.timer.Stop()
+	d.mu.Unlock()
+	d.fire(cause)
+	return true
+}
+
+func (d *deadline) extend(to time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.done || !to.After(d.at) {
+		return false
+	}
+	d.at = to
+	d.timer.Reset(time.Until(to))
+	return true
+}
+
+func (d *deadline) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.done = true
+	d.timer.Stop()
 }
 
 // read takes frames from the browser, checks them and passes them to the router.
@@ -241,19 +391,30 @@ func withContentLength(data []byte) []byte {
 	return append(out, body...)
 }
 
-// fromRouter splits the router's stream into SIP messages, one frame each.
+// fromRouterChunk is what fromRouter reads the router's stream with. The goroutine sits in
+// that read for the whole life of an idle socket, so it is small: a message larger than a
+// chunk (an INVITE with a WebRTC offer) is put together over a few reads.
+const fromRouterChunk = 4 << 10
+
+// fromRouter splits the router's stream into SIP messages, one frame each. Only a message
+// that spans reads is copied into buf, which is let go once it is sent: an idle socket holds
+// the chunk and nothing else.
 func (b *Bridge) fromRouter(ctx context.Context, flow net.Conn, out chan<- []byte, cancel context.CancelCauseFunc) {
-	buf := make([]byte, 0, 64<<10)
-	chunk := make([]byte, 32<<10)
+	var buf []byte
+	chunk := make([]byte, fromRouterChunk)
 	for {
 		n, err := flow.Read(chunk)
 		if err != nil {
 			cancel(fmt.Errorf("router closed the flow: %w", err))
 			return
 		}
-		buf = append(buf, chunk[:n]...)
+		data := chunk[:n]
+		if len(buf) > 0 {
+			buf = append(buf, data...)
+			data = buf
+		}
 		for {
-			msg, rest, ok := nextMessage(buf)
+			msg, rest, ok := nextMessage(data)
 			if !ok {
 				break
 			}
@@ -265,11 +426,16 @@ func (b *Bridge) fromRouter(ctx context.Context, flow net.Conn, out chan<- []byt
 					return
 				}
 			}
-			buf = append(buf[:0], rest...)
+			data = rest
 		}
-		if len(buf) > 2*b.cfg.MaxFrame {
+		switch {
+		case len(data) == 0:
+			buf = nil
+		case len(data) > 2*b.cfg.MaxFrame:
 			cancel(errors.New("router sent an unframed message"))
 			return
+		default:
+			buf = append(buf[:0], data...) // the start of the next message (data may alias chunk)
 		}
 	}
 }

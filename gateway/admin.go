@@ -23,6 +23,14 @@ func (a accounts) Authenticate(name, password string) ([]string, bool) {
 	return u.Roles, true
 }
 
+func (a accounts) Roles(name string) ([]string, bool) {
+	u, ok := a.st.Lookup(name)
+	if !ok {
+		return nil, false
+	}
+	return u.Roles, true
+}
+
 // sipUsers gives the SIP plane the users file: who exists, and their digest hashes.
 type sipUsers struct{ st *users.Store }
 

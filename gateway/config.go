@@ -197,6 +197,14 @@ func (c Config) DestinationSpecs() ([]dispatcher.Spec, error) {
 // Warnings are problems that do not stop the gateway but that an operator must hear about.
 func (c Config) Warnings() []string {
 	var out []string
+	// The admin listener has no authentication and serves pprof (heap contents, command line).
+	for _, a := range []struct{ key, addr string }{{"http.admin_listen", c.HTTP.AdminListen}, {"-pprof", c.HTTP.DebugListen}} {
+		if a.addr != "" && !isLoopback(a.addr) {
+			out = append(out, fmt.Sprintf("ADMIN LISTENER NOT ON LOOPBACK: %s %q serves /metrics and pprof without "+
+				"authentication to anyone who can reach it; bind it to 127.0.0.1 or ::1, or firewall it to the monitoring network.",
+				a.key, a.addr))
+		}
+	}
 	if c.UsersFile == "" {
 		return out
 	}
@@ -221,6 +229,9 @@ func isLoopback(hostport string) bool {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()

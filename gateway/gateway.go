@@ -121,6 +121,14 @@ func (g *Gateway) Stop(ctx context.Context) error {
 // HTTPAddr is the HTTP plane's bound address.
 func (g *Gateway) HTTPAddr() string { return g.web.Addr().String() }
 
+// AdminAddr is the admin listener's bound address (http.admin_listen), "" when there is none.
+func (g *Gateway) AdminAddr() string {
+	if a := g.web.AdminAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
 // Reload applies what can change at run time: the dispatcher sets. It is all-or-nothing; a
 // change to anything else needs a restart and is reported as such.
 func (g *Gateway) Reload(cfg Config) error {

@@ -1,13 +1,10 @@
 package test
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -57,18 +54,8 @@ func lockedJsSIP(t *testing.T) string {
 func TestAgentPortalCall(t *testing.T) {
 	requireSipp(t)
 	node := requireBrowser(t)
-	artifacts, err := filepath.Abs("artifacts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(artifacts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	shot := filepath.Join(artifacts, "agent-portal.png")
-	for _, f := range []string{shot, filepath.Join(artifacts, "agent-portal-incoming.png"), filepath.Join(artifacts, "agent-portal-failure-1001.png"),
-		filepath.Join(artifacts, "agent-portal-failure-1002.png")} {
-		_ = os.Remove(f) // a stale picture must not pass for this run's
-	}
+	shot := filepath.Join(freshArtifacts(t, "agent-portal.png", "agent-portal-incoming.png", "agent-portal-failure-1001.png",
+		"agent-portal-failure-1002.png"), "agent-portal.png")
 
 	// The backend (the cluster, 127.0.0.3) starts before the gateway, so the gateway's first
 	// probe round reaches it: one OPTIONS, answered, then the one call; -m 2 makes it exit once
@@ -129,31 +116,16 @@ func TestAgentPortalCall(t *testing.T) {
 		})
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second) // the script's own deadline is 120 s
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "agent.spec.mjs")
-	cmd.Dir = "e2e"
-	cmd.Env = append(os.Environ(),
-		"DUALGATE_URL=http://"+gw.HTTPAddr(),
+	runBrowserScript(t, node, "agent.spec.mjs", []string{
+		"DUALGATE_URL=http://" + gw.HTTPAddr(),
 		"DUALGATE_NUMBER=5551000",
-		"DUALGATE_JSSIP_VERSION="+lockedJsSIP(t),
-		"DUALGATE_SCREENSHOT="+shot,
-		"DUALGATE_CHROMIUM="+chromiumPath,
-	)
-	out := &lockedWriter{w: &bytes.Buffer{}}
-	cmd.Stdout = &lineWriter{out: out, line: func(line string) {
+		"DUALGATE_JSSIP_VERSION=" + lockedJsSIP(t),
+		"DUALGATE_SCREENSHOT=" + shot,
+	}, func(line string) {
 		if user, ok := strings.CutPrefix(line, "need: cluster-call "); ok {
 			callFromCluster(strings.TrimSpace(user))
 		}
-	}}
-	cmd.Stderr = out
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	err = cmd.Run()
-	t.Logf("browser test (%v):\n%s", time.Since(start).Round(time.Millisecond), out.String())
-	if err != nil {
-		t.Fatalf("node agent.spec.mjs: %v (ctx: %v)", err, ctx.Err())
-	}
+	})
 
 	// (a) The call to the number went through the gateway to the backend, which answered with
 	// WebRTC SDP, got the browser's ACK and hung up with its own BYE, which the browser answered
@@ -204,26 +176,6 @@ func TestAgentPortalCall(t *testing.T) {
 func sippMedia(t *testing.T) []string {
 	port := strconv.Itoa(freePort(t))
 	return []string{"-mp", port, "-key", "rtp_port", port}
-}
-
-// lineWriter copies a process's output to out and hands each complete line to line.
-type lineWriter struct {
-	out     *lockedWriter
-	line    func(string)
-	partial []byte
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	_, _ = w.out.Write(p)
-	w.partial = append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		w.line(string(w.partial[:i]))
-		w.partial = w.partial[i+1:]
-	}
 }
 
 // sippTrace lists, in order, the messages a sipp process received according to its

@@ -46,6 +46,69 @@ func atoi(s string) int {
 	return n
 }
 
+// freshArtifacts makes test/artifacts and removes the named files a previous run left there (a
+// stale picture must not pass for this run's). It returns the folder's absolute path.
+func freshArtifacts(t *testing.T, names ...string) string {
+	t.Helper()
+	dir, err := filepath.Abs("artifacts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		_ = os.Remove(filepath.Join(dir, name))
+	}
+	return dir
+}
+
+// runBrowserScript runs the Playwright script test/e2e/<script> with node (see requireBrowser),
+// with env added to this process's environment and DUALGATE_CHROMIUM set, and logs everything
+// it wrote. The script has its own deadline of 120 s; it is killed at 150 s. onLine, when not
+// nil, gets each line of its standard output as it comes (a script asks the test for things
+// that way). A script that fails fails the test.
+func runBrowserScript(t *testing.T, node, script string, env []string, onLine func(string)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, script)
+	cmd.Dir = "e2e"
+	cmd.Env = append(append(os.Environ(), env...), "DUALGATE_CHROMIUM="+chromiumPath)
+	out := &lockedWriter{w: &bytes.Buffer{}}
+	cmd.Stdout, cmd.Stderr = out, out
+	if onLine != nil {
+		cmd.Stdout = &lineWriter{out: out, line: onLine}
+	}
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("browser test (%v):\n%s", time.Since(start).Round(time.Millisecond), out.String())
+	if err != nil {
+		t.Fatalf("node %s: %v (ctx: %v)", script, err, ctx.Err())
+	}
+}
+
+// lineWriter copies a process's output to out and hands each complete line to line.
+type lineWriter struct {
+	out     *lockedWriter
+	line    func(string)
+	partial []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	_, _ = w.out.Write(p)
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.line(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+}
+
 // portalConfig: backends a and b in set 1 (round-robin), a destination nobody answers in set
 // 2, probes every 300 ms so latencies show at once, the embedded login with the repository's
 // demo users, and a login rate high enough that the per-user lockout, not the per-IP limit,
@@ -142,17 +205,7 @@ func TestAdminPortal(t *testing.T) {
 	if _, err := os.Stat(usersFile); err != nil {
 		t.Fatalf("demo users: %v", err)
 	}
-	artifacts, err := filepath.Abs("artifacts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(artifacts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	shot := filepath.Join(artifacts, "admin-portal.png")
-	for _, f := range []string{shot, filepath.Join(artifacts, "admin-portal-login.png"), filepath.Join(artifacts, "admin-portal-failure.png")} {
-		_ = os.Remove(f) // a stale picture must not pass for this run's
-	}
+	shot := filepath.Join(freshArtifacts(t, "admin-portal.png", "admin-portal-login.png", "admin-portal-failure.png"), "admin-portal.png")
 
 	gwPort, pa, pb, dead := freePort(t), freePort(t), freePort(t), freePort(t)
 	startUAS(t, "uas-rr.xml", pa)
@@ -195,33 +248,19 @@ func TestAdminPortal(t *testing.T) {
 		t.Fatalf("%s is not banned for auth before the browser test: %d %s", banned, code, body)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second) // the script's own deadline is 120 s
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "admin.spec.mjs")
-	cmd.Dir = "e2e"
-	cmd.Env = append(os.Environ(),
-		"DUALGATE_URL=http://"+gw.HTTPAddr(),
-		"DUALGATE_DRAIN="+uriA,
-		"DUALGATE_DISABLE="+uriB,
-		"DUALGATE_DEAD="+uriDead,
-		"DUALGATE_MIN_CALLS="+strconv.Itoa(calls),
+	runBrowserScript(t, node, "admin.spec.mjs", []string{
+		"DUALGATE_URL=http://" + gw.HTTPAddr(),
+		"DUALGATE_DRAIN=" + uriA,
+		"DUALGATE_DISABLE=" + uriB,
+		"DUALGATE_DEAD=" + uriDead,
+		"DUALGATE_MIN_CALLS=" + strconv.Itoa(calls),
 		"DUALGATE_REG_USER=1002",
-		"DUALGATE_REG_SOURCE="+fmt.Sprintf("127.0.0.5:%d", phonePort),
+		"DUALGATE_REG_SOURCE=" + fmt.Sprintf("127.0.0.5:%d", phonePort),
 		"DUALGATE_REG_UA_SOURCE=127.0.0.6",
-		"DUALGATE_REG_UA="+hostileUserAgent,
-		"DUALGATE_BAN="+banned,
-		"DUALGATE_SCREENSHOT="+shot,
-		"DUALGATE_CHROMIUM="+chromiumPath,
-	)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	err = cmd.Run()
-	t.Logf("browser test (%v):\n%s", time.Since(start).Round(time.Millisecond), out.String())
-	if err != nil {
-		t.Fatalf("node admin.spec.mjs: %v (ctx: %v)", err, ctx.Err())
-	}
+		"DUALGATE_REG_UA=" + hostileUserAgent,
+		"DUALGATE_BAN=" + banned,
+		"DUALGATE_SCREENSHOT=" + shot,
+	}, nil)
 
 	// What the browser did must be what the gateway holds now: A drained and enabled again, B
 	// disabled, and no call lost to either change.

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dualgate/dualgate/web/auth"
@@ -36,6 +38,16 @@ type Config struct {
 	// AllowedOrigins may make cookie-authenticated state changes (CSRF defence), besides the
 	// gateway's own origin. Default: none.
 	AllowedOrigins []string `yaml:"allowed_origins"`
+	// AdminListen is the host:port of a separate plain-HTTP listener for operators and
+	// monitoring: /metrics, /healthz, /readyz and net/http/pprof under /debug/pprof/. When it
+	// is set, /metrics leaves the public listener (which keeps /healthz and /readyz for load
+	// balancers) and pprof is served here only. Keep it on loopback or a management network:
+	// it has no authentication. Default: none (metrics on the public listener, no pprof).
+	AdminListen string `yaml:"admin_listen"`
+	// DebugListen is set by the -pprof command-line flag, never by the file: the same admin
+	// endpoints on one more address, for profiling sessions and benches, while /metrics stays
+	// on the public listener. Exclusive with AdminListen.
+	DebugListen string `yaml:"-"`
 }
 
 // TimeoutConfig holds the http.Server timeouts.
@@ -63,6 +75,10 @@ type RateLimitConfig struct {
 	WSPerMinute float64 `yaml:"ws_per_minute"`
 	// WSPerUser caps the agent sockets one user may hold open at once. Default 4.
 	WSPerUser int `yaml:"ws_per_user"`
+	// RefreshPerMinute caps POST /api/refresh per client IP per minute. A portal refreshes
+	// once per two thirds of a token's ttl, so the default leaves room for a call center
+	// behind one NAT address. Default 60.
+	RefreshPerMinute float64 `yaml:"refresh_per_minute"`
 }
 
 // Defaults is the HTTP plane's embedded default: plain HTTP on loopback.
@@ -75,7 +91,7 @@ func Defaults() Config {
 			Idle: 120 * time.Second, Shutdown: 10 * time.Second},
 		MaxHeaderBytes: 16 << 10,
 		RateLimit: RateLimitConfig{PerIP: 50, Burst: 100, LoginPerMinute: 10, MaxConnsPerIP: 64,
-			WSPerMinute: 30, WSPerUser: 4},
+			WSPerMinute: 30, WSPerUser: 4, RefreshPerMinute: 60},
 	}
 }
 
@@ -99,7 +115,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("http.max_header_bytes %d: at least 1024", c.MaxHeaderBytes))
 	}
 	rl := c.RateLimit
-	if rl.PerIP < 0 || rl.Burst < 0 || rl.LoginPerMinute < 0 || rl.MaxConnsPerIP < 0 || rl.WSPerMinute < 0 || rl.WSPerUser < 0 {
+	if rl.PerIP < 0 || rl.Burst < 0 || rl.LoginPerMinute < 0 || rl.MaxConnsPerIP < 0 || rl.WSPerMinute < 0 || rl.WSPerUser < 0 || rl.RefreshPerMinute < 0 {
 		errs = append(errs, errors.New("http.rate_limit: values must not be negative (0 means no limit)"))
 	}
 	if rl.PerIP > 0 && rl.Burst < 1 {
@@ -108,7 +124,56 @@ func (c Config) Validate() error {
 	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
 		errs = append(errs, fmt.Errorf("http.trusted_proxies: %w", err))
 	}
+	errs = append(errs, c.validateAdmin()...)
 	return errors.Join(errs...)
+}
+
+// validateAdmin checks the admin listener's address: host:port with a numeric port, and not
+// an address another listener of the HTTP plane already takes.
+func (c Config) validateAdmin() []error {
+	var errs []error
+	check := func(key, addr string) {
+		if addr == "" {
+			return
+		}
+		if err := checkListenAddr(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w (want host:port, e.g. 127.0.0.1:9090)", key, addr, err))
+			return
+		}
+		if _, port, _ := net.SplitHostPort(addr); port == "0" {
+			return // a port of the kernel's choosing never collides
+		}
+		if addr == c.Listen {
+			errs = append(errs, fmt.Errorf("%s %q: the same address as http.listen; the admin endpoints need their own port", key, addr))
+		}
+		if c.TLS.Mode == "acme" && addr == c.TLS.ACME.HTTPListen {
+			errs = append(errs, fmt.Errorf("%s %q: the same address as http.tls.acme.http_listen", key, addr))
+		}
+	}
+	check("http.admin_listen", c.AdminListen)
+	check("-pprof", c.DebugListen)
+	if c.AdminListen != "" && c.DebugListen != "" {
+		errs = append(errs, fmt.Errorf("-pprof %q: http.admin_listen %q already serves pprof under /debug/pprof/; drop the flag",
+			c.DebugListen, c.AdminListen))
+	}
+	return errs
+}
+
+// checkListenAddr accepts what net.Listen("tcp", addr) would bind: an optional host (empty
+// means every interface) and a port number. A service name such as "http" is refused: the
+// address should say the port it takes.
+func checkListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(host); host != "" && err != nil && !hostName(host) {
+		return fmt.Errorf("host %q is neither an IP address nor a host name", host)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
 }
 
 func parsePrefixes(list []string) ([]netip.Prefix, error) {
@@ -127,4 +192,23 @@ func parsePrefixes(list []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, errors.Join(errs...)
+}
+
+// hostName reports whether s is shaped like a DNS name: dot-separated labels of letters,
+// digits and hyphens.
+func hostName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -383,6 +383,10 @@ func TestStaticFastPath(t *testing.T) {
 		{"HEAD", "/admin/admin.js", nil},
 		{"GET", "/admin/", nil},
 		{"GET", "/admin/favicon.svg", nil},
+		{"GET", "/common/common.js", map[string]string{"Accept-Encoding": "gzip"}},
+		{"HEAD", "/common/common.css", nil},
+		{"GET", "/common/", nil},
+		{"GET", "/agent/agent.js", nil},
 		{"GET", "/admin/%61dmin.js", nil}, // RawPath set: chi's way
 		{"GET", "/admin/missing.js", nil},
 		{"POST", "/admin/admin.js", nil},
@@ -405,11 +409,16 @@ func TestStaticFastPath(t *testing.T) {
 			t.Errorf("%s %s: fast path %d %v, chi %d %v", tc.method, tc.target, a.Code, a.Header(), b.Code, b.Header())
 		}
 	}
-	for _, code := range []string{"200", "304", "404"} {
-		if a, b := testutil.ToFloat64(fast.m.requests.WithLabelValues(staticRoute, code)),
-			testutil.ToFloat64(slow.m.requests.WithLabelValues(staticRoute, code)); a != b {
-			t.Errorf("requests_total{route=%s,code=%s}: fast path %v, chi %v", staticRoute, code, a, b)
+	for _, route := range []string{staticRoute, commonRoute, agentRoute} {
+		for _, code := range []string{"200", "304", "404"} {
+			if a, b := testutil.ToFloat64(fast.m.requests.WithLabelValues(route, code)),
+				testutil.ToFloat64(slow.m.requests.WithLabelValues(route, code)); a != b {
+				t.Errorf("requests_total{route=%s,code=%s}: fast path %v, chi %v", route, code, a, b)
+			}
 		}
+	}
+	if n := testutil.ToFloat64(fast.m.requests.WithLabelValues(commonRoute, "200")); n != 2 {
+		t.Errorf("requests_total{route=/common/*,code=200} = %v, want 2", n)
 	}
 	if n := testutil.ToFloat64(fast.m.requests.WithLabelValues(staticRoute, "200")); n < 5 {
 		t.Errorf("requests_total{route=/admin/*,code=200} = %v", n)

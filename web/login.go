@@ -16,6 +16,9 @@ import (
 type Accounts interface {
 	// Authenticate reports the user's roles when the password is right.
 	Authenticate(name, password string) (roles []string, ok bool)
+	// Roles reports the roles of a user still in the users file (ok false: no such user), for
+	// refreshing a session without the password.
+	Roles(name string) (roles []string, ok bool)
 }
 
 // Lockout after repeated failures: after lockoutAfter consecutive failures a name is refused for
@@ -136,10 +139,21 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, session{User: name, Roles: roles, Expires: exp, Token: tok})
 }
 
+// logout clears the cookie and, when the request proves a session (a valid token with a sid),
+// ends that session: the token stays valid until its exp for reading (JWTs cannot be recalled),
+// but it can no longer be refreshed or open an agent socket.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Origin") != "" && !s.originAllowed(r) {
 		writeJSONError(w, http.StatusForbidden, "cross-origin request refused")
 		return
+	}
+	if c, err := s.verifier.FromRequest(r); err == nil && c.SessionID != "" {
+		s.ended.add(c.Subject, c.SessionID, time.Now().Add(s.cfg.JWT.MaxSession))
+		closed := 0
+		if s.deps.Agents != nil {
+			closed = s.deps.Agents.End(c.Subject, c.SessionID)
+		}
+		s.log.Info("logout", "user", c.Subject, "remote", ClientIP(r).String(), "agent_sockets_closed", closed)
 	}
 	c := s.sessionCookie("", time.Unix(0, 0))
 	c.MaxAge = -1

@@ -14,12 +14,19 @@ type accounts map[string]string
 
 func (a accounts) Authenticate(name, password string) ([]string, bool) {
 	if p, ok := a[name]; ok && p == password {
-		if name == "admin" {
-			return []string{"admin"}, true
-		}
-		return []string{"agent"}, true
+		return a.Roles(name)
 	}
 	return nil, false
+}
+
+func (a accounts) Roles(name string) ([]string, bool) {
+	if _, ok := a[name]; !ok {
+		return nil, false
+	}
+	if name == "admin" {
+		return []string{"admin"}, true
+	}
+	return []string{"agent"}, true
 }
 
 func loginReq(t *testing.T, base, body string, hdr map[string]string) *http.Response {

@@ -16,7 +16,6 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dualgate/dualgate/web/auth"
 	"github.com/dualgate/dualgate/web/tlsmode"
@@ -33,7 +32,7 @@ type Deps struct {
 	Accounts Accounts // nil: no embedded login
 	Ready    Readiness
 	Metrics  prometheus.Gatherer
-	Static   fs.FS        // the portals: admin/ and agent/; nil: none
+	Static   fs.FS        // the portals: admin/, agent/ and common/ (what both load); nil: none
 	Agents   AgentSockets // the bridge for /ws; nil: no WebSocket SIP
 }
 
@@ -51,13 +50,21 @@ type Server struct {
 	static   *staticFiles
 	limitAll *ipLimiter
 	limitLog *ipLimiter
+	limitRef *ipLimiter
 	ws       *wsGate
+	ended    *endedSessions
 
 	srv      *http.Server
 	redirect *http.Server // ACME HTTP-01 and the redirect to HTTPS, in acme mode
+	admin    *http.Server // http.admin_listen (or -pprof): metrics, health, pprof; nil when unset
 	addr     net.Addr
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc
+
+	adminAddr   net.Addr
+	adminCancel context.CancelFunc
+
+	fast *fastLane // plain HTTP only; nil when off
 }
 
 // New builds the HTTP plane from a validated config. Nothing listens until Start.
@@ -69,6 +76,8 @@ func New(ctx context.Context, cfg Config, deps Deps, log *slog.Logger, reg prome
 	s := &Server{cfg: cfg, log: log, deps: deps, m: newMetrics(reg), ips: clientIPs{trusted: trusted},
 		limitAll: newIPLimiter("all", cfg.RateLimit.PerIP, cfg.RateLimit.Burst),
 		limitLog: newIPLimiter("login", cfg.RateLimit.LoginPerMinute/60, max(int(cfg.RateLimit.LoginPerMinute/2), 1)),
+		limitRef: newIPLimiter("refresh", cfg.RateLimit.RefreshPerMinute/60, max(int(cfg.RateLimit.RefreshPerMinute/2), 1)),
+		ended:    newEndedSessions(),
 		ws:       newWSGate(cfg.RateLimit),
 	}
 	var err error
@@ -105,15 +114,14 @@ func (s *Server) router() *chi.Mux {
 	r := chi.NewRouter()
 	r.Use(s.middleware("")...)
 
-	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
-	})
+	r.Get("/healthz", healthz)
 	r.Get("/readyz", s.readyz)
-	if s.deps.Metrics != nil {
-		r.Handle("/metrics", promhttp.HandlerFor(s.deps.Metrics, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	if s.deps.Metrics != nil && s.cfg.metricsOnPublic() { // else only on the admin listener
+		r.Handle("/metrics", s.metricsHandler())
 	}
 	r.With(s.limitMiddleware(s.limitLog)).Post("/api/login", s.login)
 	r.Post("/api/logout", s.logout)
+	r.With(s.limitMiddleware(s.limitRef), s.verifier.Middleware, s.sameOrigin).Post("/api/refresh", s.refresh)
 	r.With(s.verifier.Middleware).Get("/api/me", s.me)
 	r.With(s.limitMiddleware(s.ws.limit), s.verifier.Middleware).Get("/ws", s.serveWS)
 	r.Get("/", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/admin/", http.StatusFound) })
@@ -121,6 +129,7 @@ func (s *Server) router() *chi.Mux {
 		http.Redirect(w, r, "/admin/", http.StatusMovedPermanently)
 	})
 	r.Handle(staticRoute, s.static)
+	r.Handle(commonRoute, s.static) // the files both portals load
 	r.Get("/agent", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/agent/", http.StatusMovedPermanently)
 	})
@@ -145,31 +154,40 @@ func (s *Server) middleware(route string) chi.Middlewares {
 
 const (
 	staticRoute = "/admin/*"
+	commonRoute = "/common/*"
 	agentRoute  = "/agent/*"
 )
+
+// fastRoutes are the static routes whose files staticFastPath and the fast lane answer without
+// chi: the admin portal and the files both portals share. The agent portal stays with chi.
+var fastRoutes = []string{staticRoute, commonRoute}
 
 // staticFastPath sends GET and HEAD requests for the embedded files straight to the static
 // handler, through the same middleware, skipping chi: for these requests chi's routing
 // context and the "*" path value cost more than the rest of the chain. It only takes the paths
-// that chi itself routes to staticRoute, checked here against the built router, so a route
-// added later cannot be shadowed. Everything else goes to chi.
+// that chi itself routes to one of fastRoutes, checked here against the built router, so a
+// route added later cannot be shadowed; each keeps its route's name in the log and metrics.
+// Everything else goes to chi.
 func (s *Server) staticFastPath(mux *chi.Mux) http.Handler {
-	paths := map[string]bool{}
-	for p := range s.static.assets {
-		if mux.Find(chi.NewRouteContext(), http.MethodGet, p) == staticRoute &&
-			mux.Find(chi.NewRouteContext(), http.MethodHead, p) == staticRoute {
-			paths[p] = true
-		}
-	}
+	paths := s.staticPaths(mux)
 	if len(paths) == 0 {
 		return mux
 	}
-	static := s.middleware(staticRoute).Handler(s.static)
+	byRoute := map[string]http.Handler{}
+	byPath := make(map[string]http.Handler, len(paths))
+	for p, route := range paths {
+		if byRoute[route] == nil {
+			byRoute[route] = s.middleware(route).Handler(s.static)
+		}
+		byPath[p] = byRoute[route]
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// chi routes on RawPath when it is set; those requests take the long way.
-		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.RawPath == "" && paths[r.URL.Path] {
-			static.ServeHTTP(w, r)
-			return
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			if h := byPath[r.URL.Path]; h != nil && r.URL.RawPath == "" {
+				h.ServeHTTP(w, r)
+				return
+			}
 		}
 		mux.ServeHTTP(w, r)
 	})
@@ -195,6 +213,15 @@ func (s *Server) Start(ctx context.Context) error {
 	s.addr = ln.Addr()
 	ln = newConnLimitListener(ln, s.cfg.RateLimit.MaxConnsPerIP, s.ips, !s.tls.Enabled(),
 		func() { s.m.limited.WithLabelValues("connections").Inc() })
+	if !s.tls.Enabled() { // plain HTTP/1.1 static requests: web/fastlane.go
+		if s.fast, err = s.newFastLane(ln, s.staticPaths(s.router())); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		if s.fast != nil {
+			ln = s.fast
+		}
+	}
 	ln = batchListener{ln}
 	t := s.cfg.Timeouts
 	s.srv = &http.Server{
@@ -223,6 +250,10 @@ func (s *Server) Start(ctx context.Context) error {
 			_ = s.Stop(context.Background())
 			return err
 		}
+	}
+	if err := s.startAdmin(ctx); err != nil {
+		_ = s.Stop(context.Background())
+		return err
 	}
 	s.log.Info("http plane started", "listen", s.addr.String(), "tls", s.cfg.TLS.Mode)
 	return nil
@@ -255,7 +286,8 @@ func (s *Server) sweepLimiters(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, l := range []*ipLimiter{s.limitAll, s.limitLog, s.ws.limit} {
+			s.ended.sweep(now)
+			for _, l := range []*ipLimiter{s.limitAll, s.limitLog, s.limitRef, s.ws.limit} {
 				if l != nil {
 					l.sweep(now, 3*time.Minute)
 				}
@@ -273,13 +305,21 @@ func (s *Server) Stop(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Shutdown)
 	defer cancel()
 	var errs []error
-	for _, srv := range []*http.Server{s.srv, s.redirect} {
+	// The admin listener goes last, so /readyz there reports the drain while the public
+	// listener finishes its requests.
+	for _, srv := range []*http.Server{s.srv, s.redirect, s.admin} {
 		if srv == nil {
 			continue
+		}
+		if srv == s.admin && s.adminCancel != nil {
+			s.adminCancel() // profiles and traces in flight end now, with what they have
 		}
 		if err := srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 			_ = srv.Close()
+		}
+		if srv == s.srv && s.fast != nil {
+			errs = append(errs, s.fast.shutdown(ctx)) // its busy connections; Shutdown closed the idle ones
 		}
 	}
 	if s.cancel != nil {

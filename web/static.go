@@ -130,7 +130,12 @@ func acceptsGzip(r *http.Request) bool {
 	if len(v) == 0 {
 		return false
 	}
-	rest := v[0]
+	return acceptsGzipValue(v[0])
+}
+
+// acceptsGzipValue reports whether one Accept-Encoding value lists gzip with a q-value other
+// than q=0.
+func acceptsGzipValue(rest string) bool {
 	for {
 		part, more, found := strings.Cut(rest, ",")
 		name, q, _ := strings.Cut(strings.TrimSpace(part), ";")

@@ -82,7 +82,8 @@ func BenchmarkStaticChain(b *testing.B) {
 }
 
 // BenchmarkStaticLoopback is the static asset over real keep-alive connections on loopback,
-// net/http included: what bench/http-bench.sh measures, minus wrk.
+// through Start's listener (so the fast lane, web/fastlane.go): what bench/http-bench.sh
+// measures, minus wrk.
 func BenchmarkStaticLoopback(b *testing.B) {
 	for _, bc := range []struct{ name, hdr string }{{"plain", ""}, {"gzip", "Accept-Encoding: gzip\r\n"}} {
 		b.Run(bc.name, func(b *testing.B) {

@@ -13,9 +13,18 @@ import (
 )
 
 // AgentSockets takes over an agent's WebSocket once the HTTP plane has authenticated it: the
-// bridge. Serve returns when the socket is done.
+// bridge. Serve returns when the socket is done; it closes the socket at expires unless Extend
+// has moved that later.
 type AgentSockets interface {
-	Serve(ctx context.Context, ws *websocket.Conn, user string, expires time.Time)
+	// Serve runs the socket of user, opened with a token of session (its sid, "" if none).
+	Serve(ctx context.Context, ws *websocket.Conn, user, session string, expires time.Time)
+	// Extend moves the expiry of user's sockets opened in session to expires (never earlier),
+	// after the HTTP plane has verified a newer token of that user and session. It reports how
+	// many sockets moved.
+	Extend(user, session string, expires time.Time) int
+	// End closes user's sockets opened in session (a non-empty sid) at once: it signed out.
+	// It reports how many closed.
+	End(user, session string) int
 }
 
 // wsGate holds the upgrade's own limits: the per-IP upgrade rate and the per-user cap on
@@ -65,6 +74,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
+	if s.ended.has(claims.Subject, claims.SessionID) {
+		writeJSONError(w, http.StatusUnauthorized, "session ended; sign in again")
+		return
+	}
 	if !slices.Contains(websocket.Subprotocols(r), "sip") {
 		writeJSONError(w, http.StatusBadRequest, `WebSocket subprotocol "sip" required (RFC 7118)`)
 		return
@@ -79,16 +92,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.ws.release(claims.Subject)
+	// No buffer sizes: the socket reads and writes through the 4 KiB buffers of the HTTP
+	// connection it was upgraded on, which stay referenced for the socket's whole life anyway
+	// (this handler runs until it closes), instead of two more of its own per agent.
 	up := websocket.Upgrader{
-		Subprotocols:    []string{"sip"},
-		CheckOrigin:     func(*http.Request) bool { return true }, // checked above, with our rules
-		ReadBufferSize:  4096,
-		WriteBufferSize: 4096,
+		Subprotocols: []string{"sip"},
+		CheckOrigin:  func(*http.Request) bool { return true }, // checked above, with our rules
 	}
 	ws, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
 	s.log.Info("agent socket upgraded", "user", claims.Subject, "remote", r.RemoteAddr)
-	s.deps.Agents.Serve(r.Context(), ws, claims.Subject, claims.ExpiresAt)
+	s.deps.Agents.Serve(r.Context(), ws, claims.Subject, claims.SessionID, claims.ExpiresAt)
 }

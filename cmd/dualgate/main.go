@@ -6,8 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
-	_ "net/http/pprof"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,42 +23,56 @@ func main() {
 	if len(args) > 0 && args[0] == "passwd" {
 		os.Exit(passwdMain(args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
+	if len(args) > 0 && args[0] == "token" {
+		os.Exit(tokenMain(args[1:], os.Stdout, os.Stderr))
+	}
 	cmd := "run"
 	if len(args) > 0 && args[0] == "check" {
 		cmd, args = "check", args[1:]
 	}
 	fs := flag.NewFlagSet("dualgate "+cmd, flag.ExitOnError)
 	path := fs.String("config", "", "config file (default: the embedded development config)")
-	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (off by default; keep it on loopback)")
+	pprofAddr := fs.String("pprof", "", "also serve the admin endpoints (net/http/pprof under /debug/pprof/, /metrics, "+
+		"/healthz, /readyz) on this address, e.g. 127.0.0.1:6060, leaving /metrics on the public listener; "+
+		"for profiling sessions and benches (production: http.admin_listen)")
 	_ = fs.Parse(args)
 
-	cfg, err := load(*path)
 	if cmd == "check" {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		for _, w := range cfg.Warnings() {
-			fmt.Fprintln(os.Stderr, "WARNING:", w)
-		}
-		fmt.Println("config OK")
-		return
+		os.Exit(check(*path, *pprofAddr, os.Stdout, os.Stderr))
 	}
+	cfg, err := loadWithFlags(*path, *pprofAddr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
-	}
-	if *pprofAddr != "" {
-		// Until the HTTP plane's admin listener exists, profiling gets its own loopback port.
-		go func() {
-			srv := &http.Server{Addr: *pprofAddr, ReadHeaderTimeout: 5 * time.Second}
-			fmt.Fprintln(os.Stderr, "pprof:", srv.ListenAndServe())
-		}()
 	}
 	if err := run(cfg, *path); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// check runs `dualgate check`: every problem at once, then the warnings.
+func check(path, pprofAddr string, stdout, stderr io.Writer) int {
+	cfg, err := loadWithFlags(path, pprofAddr)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stderr, "WARNING:", w)
+	}
+	fmt.Fprintln(stdout, "config OK")
+	return 0
+}
+
+// loadWithFlags loads the config and applies the command-line flags that override it.
+func loadWithFlags(path, pprofAddr string) (gateway.Config, error) {
+	cfg, err := load(path)
+	if err != nil || pprofAddr == "" {
+		return cfg, err
+	}
+	cfg.HTTP.DebugListen = pprofAddr
+	return cfg, cfg.Validate()
 }
 
 func load(path string) (gateway.Config, error) {

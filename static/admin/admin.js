@@ -1,7 +1,6 @@
 // dualgate admin portal: sign in, then a live view of the dispatcher, the calls, the
-// registrations and the bans, refreshed every 2 s. Plain JavaScript with no dependencies. The session is the HttpOnly cookie the
-// login sets, so this script never sees the token; every request is same-origin, and the
-// browser adds the Origin header the API's CSRF check wants on POSTs.
+// registrations and the bans, refreshed every 2 s. Plain JavaScript; the HTTP client and the
+// sign-in form are window.dualgate (../common/common.js, loaded first).
 'use strict';
 
 (function () {
@@ -10,14 +9,10 @@
   const MAX_LIST_ROWS = 500;  // registrations and bans
   const STATES = ['active', 'inactive', 'draining', 'disabled'];
 
-  const $ = (id) => document.querySelector('[data-testid="' + id + '"]');
+  const { byTestId: $, apiClient, hasRole, signInForm } = window.dualgate;
+  const api = apiClient();
   const el = {
     login: $('login'),
-    loginForm: $('login-form'),
-    loginError: $('login-error'),
-    username: $('login-username'),
-    password: $('login-password'),
-    loginSubmit: $('login-submit'),
     dashboard: $('dashboard'),
     session: $('session'),
     user: $('header-user'),
@@ -52,7 +47,6 @@
   let pollTimer = 0;
   let pollSeq = 0;          // bumps on sign-in and sign-out, so a late answer of an old session is dropped
   let lastOK = 0;           // time of the last good refresh
-  let lockTimer = 0;        // countdown while the login is locked out
   const setCards = new Map(); // set id -> card element
   const destRows = new Map(); // "set uri" -> row element
   const pending = new Set();  // rows with a state change in flight
@@ -60,49 +54,6 @@
   const banRows = new Map();  // prefix -> row element
   const lifting = new Set();  // prefixes with a lift in flight
   let bansGen = 0;            // bumps on each lift, so a refresh begun before it cannot bring the ban back
-
-  // ---- HTTP ----
-
-  class APIError extends Error {
-    constructor(status, message, retryAfter) {
-      super(message);
-      this.status = status;
-      this.retryAfter = retryAfter;
-    }
-  }
-
-  async function api(method, path, body) {
-    const opts = { method, credentials: 'same-origin', headers: { Accept: 'application/json' }, cache: 'no-store' };
-    if (body !== undefined) {
-      opts.headers['Content-Type'] = 'application/json';
-      opts.body = JSON.stringify(body);
-    }
-    let res;
-    try {
-      res = await fetch(path, opts);
-    } catch (e) {
-      throw new APIError(0, 'The gateway cannot be reached.');
-    }
-    if (res.status === 204) return null;
-    let data = null;
-    try {
-      data = await res.json();
-    } catch (e) {
-      data = null;
-    }
-    if (!res.ok) {
-      const msg = data && typeof data.error === 'string' ? data.error : 'HTTP ' + res.status;
-      throw new APIError(res.status, msg, retryAfterSeconds(res.headers.get('Retry-After')));
-    }
-    return data;
-  }
-
-  function retryAfterSeconds(v) {
-    if (!v) return 0;
-    if (/^\d+$/.test(v.trim())) return parseInt(v, 10);
-    const t = Date.parse(v);
-    return Number.isNaN(t) ? 0 : Math.max(0, Math.ceil((t - Date.now()) / 1000));
-  }
 
   // ---- views ----
 
@@ -115,14 +66,7 @@
   function showLogin(message) {
     stopPolling();
     show('login');
-    setLoginError(message || '');
-    el.password.value = '';
-    (el.username.value ? el.password : el.username).focus();
-  }
-
-  function setLoginError(message) {
-    el.loginError.textContent = message;
-    el.loginError.hidden = !message;
+    signIn.show(message);
   }
 
   function setAppError(message) {
@@ -161,62 +105,20 @@
 
   // ---- sign in / out ----
 
-  el.loginForm.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    const username = el.username.value.trim();
-    const password = el.password.value;
-    if (!username || !password) {
-      setLoginError('Enter your user name and password.');
-      return;
-    }
-    el.loginSubmit.disabled = true;
-    el.loginSubmit.textContent = 'Signing in…';
-    setLoginError('');
-    try {
-      const me = await api('POST', '/api/login', { username, password });
-      if (!Array.isArray(me.roles) || !me.roles.includes('admin')) {
-        await api('POST', '/api/logout').catch(() => {});
-        showLogin('The account ' + me.user + ' has no admin role. This console is for administrators.');
-        return;
-      }
-      el.password.value = '';
-      startDashboard(me);
-    } catch (e) {
-      el.password.value = '';
-      if (e.status === 429) {
-        lockLogin(e.retryAfter, e.message);
-        return;
-      }
-      setLoginError(e.status === 401 ? 'Wrong user name or password.' : e.message);
-      el.password.focus();
-    } finally {
-      if (!lockTimer) {
-        el.loginSubmit.disabled = false;
-      }
-      el.loginSubmit.textContent = 'Sign in';
-    }
+  const signIn = signInForm({
+    api,
+    role: 'admin',
+    onSignedIn: startDashboard,
+    missing: 'Enter your user name and password.',
+    wrong: 'Wrong user name or password.',
+    noRole: (user) => 'The account ' + user + ' has no admin role. This console is for administrators.',
+    // The 429's own text says which limit it is ("too many failed logins for this user; try
+    // again later"); the countdown replaces its "try again later".
+    locked: (left, message) => {
+      const reason = /too many/i.test(message) ? message.replace(/[;.]?\s*try again later\.?$/i, '') : 'Too many sign-in attempts';
+      return capitalize(reason) + '. Try again in ' + formatDuration(left) + '.';
+    },
   });
-
-  // lockLogin shows the 429 answer with a countdown, and keeps the button off until it ends.
-  function lockLogin(seconds, message) {
-    clearInterval(lockTimer);
-    const reason = /too many/i.test(message) ? message.replace(/[;.]?\s*try again later\.?$/i, '') : 'Too many sign-in attempts';
-    const until = Date.now() + Math.max(seconds, 1) * 1000;
-    const tick = () => {
-      const left = Math.ceil((until - Date.now()) / 1000);
-      if (left <= 0) {
-        clearInterval(lockTimer);
-        lockTimer = 0;
-        el.loginSubmit.disabled = false;
-        setLoginError('');
-        return;
-      }
-      setLoginError(capitalize(reason) + '. Try again in ' + formatDuration(left) + '.');
-    };
-    el.loginSubmit.disabled = true;
-    lockTimer = setInterval(tick, 1000);
-    tick();
-  }
 
   el.logout.addEventListener('click', async () => {
     stopPolling();
@@ -663,7 +565,7 @@
   async function boot() {
     try {
       const me = await api('GET', '/api/me');
-      if (Array.isArray(me.roles) && me.roles.includes('admin')) {
+      if (hasRole(me, 'admin')) {
         startDashboard(me);
         return;
       }

@@ -6,7 +6,11 @@
 // credential; JsSIP needs none unless it is challenged, which the gateway never does here).
 // Media goes browser to browser (or to the media server): ICE host candidates only, the SDP as
 // JsSIP makes it. JsSIP reconnects a dropped socket by itself and registers again; the header
-// and the banner show each step.
+// and the banner show each step. The gateway closes the socket when the token expires, so the
+// page renews the session (POST /api/refresh) at two thirds of the token's remaining lifetime;
+// the gateway then moves this session's socket to the new expiry and the registration and any
+// call carry on. A refresh the gateway refuses ends the session: the page asks to sign in.
+// The HTTP client and the sign-in form are window.dualgate (../common/common.js, loaded first).
 'use strict';
 
 (function () {
@@ -17,14 +21,11 @@
   const HISTORY_MAX = 50;
   const TITLE = document.title;
 
-  const $ = (id) => document.querySelector('[data-testid="' + id + '"]');
+  const { byTestId: $, apiClient, hasRole, signInForm } = window.dualgate;
+  // Every answer's Date header tells how far the gateway's clock is from ours (see remainingMs).
+  const api = apiClient((res) => noteServerClock(res.headers.get('Date')));
   const el = {
     login: $('login'),
-    loginForm: $('login-form'),
-    loginError: $('login-error'),
-    username: $('login-username'),
-    password: $('login-password'),
-    loginSubmit: $('login-submit'),
     phone: $('phone'),
     session: $('session'),
     user: $('header-user'),
@@ -65,52 +66,8 @@
   let ua = null;        // the JsSIP user agent while signed in
   let stopping = false; // signing out: the UA's closing events are expected
   let drops = 0;        // socket losses since the last good connection
-  let lockTimer = 0;
   let tick = 0;         // call timer interval
   let call = null;      // the current (or last) call, see newCall
-
-  // ---- HTTP ----
-
-  class APIError extends Error {
-    constructor(status, message, retryAfter) {
-      super(message);
-      this.status = status;
-      this.retryAfter = retryAfter;
-    }
-  }
-
-  async function api(method, path, body) {
-    const opts = { method, credentials: 'same-origin', headers: { Accept: 'application/json' }, cache: 'no-store' };
-    if (body !== undefined) {
-      opts.headers['Content-Type'] = 'application/json';
-      opts.body = JSON.stringify(body);
-    }
-    let res;
-    try {
-      res = await fetch(path, opts);
-    } catch (e) {
-      throw new APIError(0, 'The gateway cannot be reached.');
-    }
-    if (res.status === 204) return null;
-    let data = null;
-    try {
-      data = await res.json();
-    } catch (e) {
-      data = null;
-    }
-    if (!res.ok) {
-      const msg = data && typeof data.error === 'string' ? data.error : 'HTTP ' + res.status;
-      throw new APIError(res.status, msg, retryAfterSeconds(res.headers.get('Retry-After')));
-    }
-    return data;
-  }
-
-  function retryAfterSeconds(v) {
-    if (!v) return 0;
-    if (/^\d+$/.test(v.trim())) return parseInt(v, 10);
-    const t = Date.parse(v);
-    return Number.isNaN(t) ? 0 : Math.max(0, Math.ceil((t - Date.now()) / 1000));
-  }
 
   // ---- views ----
 
@@ -123,14 +80,7 @@
   function showLogin(message) {
     show('login');
     document.title = TITLE;
-    setLoginError(message || '');
-    el.password.value = '';
-    (el.username.value ? el.password : el.username).focus();
-  }
-
-  function setLoginError(message) {
-    el.loginError.textContent = message;
-    el.loginError.hidden = !message;
+    signIn.show(message);
   }
 
   // banner shows the connection's trouble above the phone (kind: warn or error; '' hides it).
@@ -154,58 +104,15 @@
 
   // ---- sign in / out ----
 
-  el.loginForm.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    const username = el.username.value.trim();
-    const password = el.password.value;
-    if (!username || !password) {
-      setLoginError('Enter your agent ID and password.');
-      return;
-    }
-    el.loginSubmit.disabled = true;
-    el.loginSubmit.textContent = 'Signing in…';
-    setLoginError('');
-    try {
-      const who = await api('POST', '/api/login', { username, password });
-      el.password.value = '';
-      if (!Array.isArray(who.roles) || !who.roles.includes('agent')) {
-        await api('POST', '/api/logout').catch(() => {});
-        showLogin('The account ' + who.user + ' has no agent role. This softphone is for agents.');
-        return;
-      }
-      startPhone(who);
-    } catch (e) {
-      el.password.value = '';
-      if (e.status === 429) {
-        lockLogin(e.retryAfter);
-        return;
-      }
-      setLoginError(e.status === 401 ? 'Wrong agent ID or password.' : e.message);
-      el.password.focus();
-    } finally {
-      if (!lockTimer) el.loginSubmit.disabled = false;
-      el.loginSubmit.textContent = 'Sign in';
-    }
+  const signIn = signInForm({
+    api,
+    role: 'agent',
+    onSignedIn: startPhone,
+    missing: 'Enter your agent ID and password.',
+    wrong: 'Wrong agent ID or password.',
+    noRole: (user) => 'The account ' + user + ' has no agent role. This softphone is for agents.',
+    locked: (left) => 'Too many failed sign-ins. Try again in ' + formatDuration(left) + '.',
   });
-
-  function lockLogin(seconds) {
-    clearInterval(lockTimer);
-    const until = Date.now() + Math.max(seconds, 1) * 1000;
-    const step = () => {
-      const left = Math.ceil((until - Date.now()) / 1000);
-      if (left <= 0) {
-        clearInterval(lockTimer);
-        lockTimer = 0;
-        el.loginSubmit.disabled = false;
-        setLoginError('');
-        return;
-      }
-      setLoginError('Too many failed sign-ins. Try again in ' + formatDuration(left) + '.');
-    };
-    el.loginSubmit.disabled = true;
-    lockTimer = setInterval(step, 1000);
-    step();
-  }
 
   el.logout.addEventListener('click', async () => {
     if (call && call.live && !window.confirm('A call is in progress. Hang up and sign out?')) return;
@@ -217,6 +124,7 @@
   // stopPhone ends the call, unregisters and closes the socket.
   function stopPhone() {
     stopping = true;
+    stopRefresh();
     if (call && call.live) {
       try { call.session.terminate(); } catch (e) { /* already ending */ }
     }
@@ -243,12 +151,108 @@
     }
   }
 
+  // ---- keeping the session ----
+
+  let refreshTimer = 0;
+  let refreshAt = 0;  // when the next refresh is due (our clock); 0: none planned
+  let endTimer = 0;
+  let clockSkew = 0;  // the gateway's clock minus ours (ms), once they differ by more than the Date header's grain
+
+  function noteServerClock(date) {
+    const t = date ? Date.parse(date) : NaN;
+    if (Number.isNaN(t)) return;
+    const skew = t - Date.now();
+    // The Date header has whole seconds: only a larger difference is a wrong clock.
+    clockSkew = Math.abs(skew) > 2000 ? skew : 0;
+  }
+
+  // remainingMs is how long the current token still lives, by the gateway's clock.
+  function remainingMs() {
+    return Date.parse(me.expires) - (Date.now() + clockSkew);
+  }
+
+  function scheduleRefresh(delay) {
+    clearTimeout(refreshTimer);
+    refreshAt = Date.now() + delay;
+    refreshTimer = setTimeout(refreshSession, delay);
+  }
+
+  // planRefresh aims at two thirds of the remaining lifetime: late enough not to load the
+  // gateway, early enough that a failed attempt can be retried before the socket closes.
+  function planRefresh() {
+    if (!me || stopping) return;
+    scheduleRefresh(Math.max(Math.floor(remainingMs() * 2 / 3), 250));
+  }
+
+  function stopRefresh() {
+    clearTimeout(refreshTimer);
+    clearTimeout(endTimer);
+    refreshTimer = endTimer = refreshAt = 0;
+  }
+
+  async function refreshSession() {
+    clearTimeout(refreshTimer);
+    refreshAt = 0;
+    if (!me || stopping) return;
+    const mine = me;
+    const before = Date.parse(me.expires);
+    try {
+      const s = await api('POST', '/api/refresh');
+      if (me !== mine || stopping) return;
+      me.expires = s.expires;
+      if (!(Date.parse(s.expires) > before)) {
+        // The session has reached its maximum length: no later token will come.
+        sessionEnded('Your session has reached its maximum length. Sign in again.');
+        return;
+      }
+      planRefresh();
+    } catch (e) {
+      if (me !== mine || stopping) return;
+      if (e.status === 401 || e.status === 403) {
+        sessionEnded('Your session has ended. Sign in again.');
+        return;
+      }
+      // Unreachable, rate-limited or failing: try again while the token still lives.
+      const left = remainingMs();
+      const wait = Math.min(Math.max((e.retryAfter || 0) * 1000, Math.min(5000, left / 3)), left - 500);
+      if (wait > 0) {
+        scheduleRefresh(wait);
+      } else {
+        sessionEnded('Your session has ended: the gateway could not renew it. Sign in again.');
+      }
+    }
+  }
+
+  // sessionEnded stops the phone and asks to sign in again. A call in progress keeps going
+  // until the token runs out, when the gateway closes the socket anyway.
+  function sessionEnded(message) {
+    clearTimeout(refreshTimer);
+    refreshAt = 0;
+    const left = me ? remainingMs() : 0;
+    if (call && call.live && left > 0) {
+      banner('error', message.replace(' Sign in again.', '') + ' The phone stops at ' +
+        new Date(Date.now() + left).toLocaleTimeString() + '; then sign in again.');
+      clearTimeout(endTimer);
+      endTimer = setTimeout(() => sessionEnded(message), left);
+      return;
+    }
+    stopPhone();
+    me = null;
+    showLogin(message);
+  }
+
+  // Timers in a hidden tab may fire late: coming back, catch up on a refresh that is due.
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && refreshAt && Date.now() >= refreshAt) refreshSession();
+  });
+
   // ---- the phone ----
 
   function startPhone(who) {
     me = who;
     stopping = false;
     drops = 0;
+    planRefresh();
     el.user.textContent = me.user;
     el.identity.textContent = 'sip:' + me.user + '@' + DOMAIN + ' · ' + WS_URL;
     show('phone');
@@ -765,7 +769,7 @@
   (async () => {
     try {
       const who = await api('GET', '/api/me');
-      if (Array.isArray(who.roles) && who.roles.includes('agent')) {
+      if (hasRole(who, 'agent')) {
         startPhone(who);
         return;
       }

@@ -24,20 +24,7 @@
 // Output: one line per step ("ok <step> <ms>"); on failure a message, the page's console,
 // and a screenshot beside DUALGATE_SCREENSHOT (-failure.png); exit status 1.
 
-import { chromium } from 'playwright-core';
-import path from 'node:path';
-
-const env = (name, def) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') {
-    if (def === undefined) {
-      console.error(`missing environment variable ${name}`);
-      process.exit(2);
-    }
-    return def;
-  }
-  return v;
-};
+import { WAIT, env, launch, openPage, run, signIn as submitSignIn, step, withSuffix } from './lib.mjs';
 
 const base = env('DUALGATE_URL').replace(/\/$/, '');
 const drainURI = env('DUALGATE_DRAIN');
@@ -50,51 +37,17 @@ const uaSource = env('DUALGATE_REG_UA_SOURCE', '');
 const hostileUA = env('DUALGATE_REG_UA', '');
 const bannedIP = env('DUALGATE_BAN');
 const shot = env('DUALGATE_SCREENSHOT');
-const executablePath = env('DUALGATE_CHROMIUM', '/usr/bin/chromium');
 const adminUser = env('DUALGATE_ADMIN', 'admin');
 const agentUser = env('DUALGATE_AGENT', '1001');
 const password = env('DUALGATE_PASSWORD', 'dualgate-demo');
 
-const WAIT = 10_000;      // one UI expectation
 const SLOW_WAIT = 20_000; // probes settling, calls showing up
-const DEADLINE = 120_000; // the whole run
 
-const withSuffix = (p, suffix) => path.join(path.dirname(p), path.basename(p, '.png') + suffix + '.png');
+const browser = await launch();
 
-const deadline = setTimeout(() => {
-  console.error(`FAIL: the whole run took longer than ${DEADLINE / 1000} s`);
-  process.exit(1);
-}, DEADLINE);
-deadline.unref();
+await run(browser, async () => {
+  const { page, tid } = await openPage(browser, { viewport: { width: 1360, height: 900 } });
 
-const consoleLines = [];
-const problems = []; // script errors and CSP violations in the page
-
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  timeout: 30_000,
-  // Playwright adds --no-sandbox, --disable-background-networking and friends itself. On these
-  // machines the network is closed, so nothing may phone home.
-  args: ['--disable-gpu', '--disable-quic', '--disable-sync', '--no-first-run', '--disable-component-update',
-    '--disable-background-networking'],
-});
-
-let page;
-let failed = false;
-try {
-  const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, locale: 'en-GB', timezoneId: 'UTC' });
-  context.setDefaultTimeout(WAIT);
-  page = await context.newPage();
-  page.on('console', (m) => {
-    consoleLines.push(`[${m.type()}] ${m.text()}`);
-    // The browser logs every non-2xx fetch as an error; the portal expects some (401 before
-    // sign-in, the wrong password). What must not happen is a CSP refusal.
-    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-
-  const tid = (id) => page.getByTestId(id);
   const row = (uri) => page.locator(`[data-testid="dest-row"][data-uri="${uri}"]`);
   const expectState = async (uri, state, timeout = WAIT) => {
     await page.locator(`[data-testid="dest-row"][data-uri="${uri}"][data-state="${state}"]`).waitFor({ timeout });
@@ -111,23 +64,7 @@ try {
     }
     throw new Error(`${uri} is not in GET /api/admin/dispatcher`);
   };
-  const signIn = async (user, pass) => {
-    await tid('login-username').fill(user);
-    await tid('login-password').fill(pass);
-    const answer = page.waitForResponse((r) => r.url().endsWith('/api/login'), { timeout: WAIT });
-    await tid('login-submit').click();
-    return (await answer).status();
-  };
-  const step = async (name, fn) => {
-    const t0 = Date.now();
-    try {
-      await fn();
-    } catch (e) {
-      e.message = `${name}: ${e.message}`;
-      throw e;
-    }
-    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
-  };
+  const signIn = (user, pass) => submitSignIn(page, user, pass);
   const errorText = async (id) => (await tid(id).textContent()).trim();
   const regRow = (source) => page.locator(`[data-testid="reg-row"][data-user="${regUser}"][data-source^="${source}"]`);
   const banRow = page.locator(`[data-testid="ban-row"][data-prefix="${bannedIP}/32"]`);
@@ -321,17 +258,4 @@ try {
     if (!(await tid('login-submit').isDisabled())) throw new Error('Sign in stays enabled while locked out');
     await page.screenshot({ path: withSuffix(shot, '-login') });
   });
-
-  if (problems.length) throw new Error(`the page reported problems:\n  ${problems.join('\n  ')}`);
-} catch (e) {
-  failed = true;
-  console.error(`FAIL: ${String(e.message).replace(/\x1b\[[0-9;]*m/g, '')}`);
-  if (page) {
-    await page.screenshot({ path: withSuffix(shot, '-failure'), fullPage: true }).catch(() => {});
-    console.error(`page screenshot: ${withSuffix(shot, '-failure')}`);
-  }
-  console.error(`page console:\n  ${consoleLines.slice(-40).join('\n  ')}`);
-} finally {
-  await browser.close().catch(() => {});
-}
-process.exit(failed ? 1 : 0);
+}, { shot, fullPage: true });

@@ -41,56 +41,23 @@
 // Go test must start the cluster's call;
 // on failure a message and both pages' consoles; exit status 1.
 
-import { chromium } from 'playwright-core';
-import path from 'node:path';
-
-const env = (name, def) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') {
-    if (def === undefined) {
-      console.error(`missing environment variable ${name}`);
-      process.exit(2);
-    }
-    return def;
-  }
-  return v;
-};
+import { WAIT, env, launch, openPage, run, signIn as submitSignIn, step, withSuffix } from './lib.mjs';
 
 const base = env('DUALGATE_URL').replace(/\/$/, '');
 const number = env('DUALGATE_NUMBER', '5551000');
 const jssipVersion = env('DUALGATE_JSSIP_VERSION');
 const shot = env('DUALGATE_SCREENSHOT');
-const executablePath = env('DUALGATE_CHROMIUM', '/usr/bin/chromium');
 const userA = env('DUALGATE_A', '1001');
 const userB = env('DUALGATE_B', '1002');
 const password = env('DUALGATE_PASSWORD', 'dualgate-demo');
 
-const WAIT = 10_000;      // one UI expectation
 const RTP_WINDOW = 3_000; // between the two getStats readings
-const DEADLINE = 120_000; // the whole run
 
-const withSuffix = (p, suffix) => path.join(path.dirname(p), path.basename(p, '.png') + suffix + '.png');
-
-const deadline = setTimeout(() => {
-  console.error(`FAIL: the whole run took longer than ${DEADLINE / 1000} s`);
-  process.exit(1);
-}, DEADLINE);
-deadline.unref();
-
-const problems = []; // script errors and CSP violations in the pages
-
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  timeout: 30_000,
-  // Fake microphone (a tone) and no permission prompt; host candidates on loopback, with raw IPs
-  // (no mDNS). Playwright adds --no-sandbox, --mute-audio and friends itself. The network is
-  // closed on these machines, so nothing may phone home.
-  args: ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--allow-loopback-in-peer-connection',
-    '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required',
-    '--disable-gpu', '--disable-quic', '--disable-sync', '--no-first-run', '--disable-component-update',
-    '--disable-background-networking'],
-});
+// Fake microphone (a tone) and no permission prompt; host candidates on loopback, with raw IPs
+// (no mDNS). Playwright adds --mute-audio itself.
+const browser = await launch(['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required']);
 
 // Each page records the RTCPeerConnections and WebSockets JsSIP makes, so the test can read
 // getStats and drop the socket without any hook in the portal itself. Each connection keeps
@@ -118,19 +85,9 @@ const recorder = () => {
 };
 
 async function agentPage(user) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 820 }, locale: 'en-GB', timezoneId: 'UTC' });
-  context.setDefaultTimeout(WAIT);
-  await context.addInitScript(recorder);
-  const page = await context.newPage();
-  const lines = [];
-  page.on('console', (m) => {
-    lines.push(`[${m.type()}] ${m.text()}`);
-    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(`${user} CSP: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`${user} page error: ${e.message}`));
-  const tid = (id) => page.getByTestId(id);
+  const { page, tid } = await openPage(browser, { viewport: { width: 1280, height: 820 }, label: user, initScript: recorder });
   return {
-    user, page, lines, tid,
+    user, page, tid,
     text: async (id) => (await tid(id).textContent()).trim(),
     // waitAttr waits until the element's data-<name> is value.
     waitAttr: (id, name, value, timeout = WAIT) =>
@@ -194,23 +151,9 @@ async function waitRegistrations(page, want) {
   throw new Error(`the gateway holds ${n} registrations, want ${want}`);
 }
 
-const step = async (name, fn) => {
-  const t0 = Date.now();
-  try {
-    await fn();
-  } catch (e) {
-    e.message = `${name}: ${e.message}`;
-    throw e;
-  }
-  console.log(`ok   ${name} (${Date.now() - t0} ms)`);
-};
-
-let A;
-let B;
-let failed = false;
-try {
-  A = await agentPage(userA);
-  B = await agentPage(userB);
+await run(browser, async () => {
+  const A = await agentPage(userA);
+  const B = await agentPage(userB);
 
   await step('the portal loads on both pages and asks to sign in', async () => {
     for (const p of [A, B]) {
@@ -223,13 +166,7 @@ try {
     if (v !== jssipVersion) throw new Error(`the served bundle is JsSIP ${v}, package-lock.json pins ${jssipVersion}`);
   });
 
-  const signIn = async (p, pass) => {
-    await p.tid('login-username').fill(p.user);
-    await p.tid('login-password').fill(pass);
-    const answer = p.page.waitForResponse((r) => r.url().endsWith('/api/login'), { timeout: WAIT });
-    await p.tid('login-submit').click();
-    return (await answer).status();
-  };
+  const signIn = (p, pass) => submitSignIn(p.page, p.user, pass);
 
   await step('a wrong password shows an error', async () => {
     const status = await signIn(A, 'not-the-password');
@@ -442,17 +379,4 @@ try {
     const m = await B.page.evaluate(() => window.__dualgateTest.sockets.length);
     if (m !== n) throw new Error(`the page kept opening sockets after the session ended (${n} -> ${m})`);
   });
-
-  if (problems.length) throw new Error(`the pages reported problems:\n  ${problems.join('\n  ')}`);
-} catch (e) {
-  failed = true;
-  console.error(`FAIL: ${String(e.message).replace(/\x1b\[[0-9;]*m/g, '')}`);
-  for (const p of [A, B]) {
-    if (!p) continue;
-    await p.page.screenshot({ path: withSuffix(shot, `-failure-${p.user}`) }).catch(() => {});
-    console.error(`${p.user} page console:\n  ${p.lines.slice(-40).join('\n  ')}`);
-  }
-} finally {
-  await browser.close().catch(() => {});
-}
-process.exit(failed ? 1 : 0);
+}, { shot });

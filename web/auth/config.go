@@ -43,6 +43,9 @@ const (
 	// stolen token stays short-lived: there is no revocation list.
 	maxLeeway = 5 * time.Minute
 	maxTTL    = 24 * time.Hour
+	// maxSessionCap bounds max_session: a week covers any shift pattern, and beyond it a
+	// stolen cookie that keeps being refreshed would outlive most password rotations.
+	maxSessionCap = 7 * 24 * time.Hour
 )
 
 // Config is the `http.jwt` section of the gateway config. Paths are used as given: the
@@ -93,6 +96,10 @@ type Config struct {
 	CookieName string `yaml:"cookie_name"`
 	// TTL is the lifetime of the tokens the embedded login mints. Default 1h, at most 24h.
 	TTL time.Duration `yaml:"ttl"`
+	// MaxSession is the absolute lifetime of an embedded-login session: POST /api/refresh
+	// mints tokens for the same session only until this long after the password login, so a
+	// stolen cookie cannot be refreshed forever. Default 12h; between ttl and 168h.
+	MaxSession time.Duration `yaml:"max_session"`
 }
 
 // DefaultConfig is what the YAML section is decoded over. It names no key source, so it does
@@ -107,6 +114,7 @@ func DefaultConfig() Config {
 		MaxTokenBytes: 4096,
 		CookieName:    "dualgate_session",
 		TTL:           time.Hour,
+		MaxSession:    12 * time.Hour,
 	}
 }
 
@@ -215,6 +223,10 @@ func (c Config) Validate() []error {
 	}
 	if c.TTL <= 0 || c.TTL > maxTTL {
 		add("ttl %v: between 1s and %v (minted tokens cannot be revoked)", c.TTL, maxTTL)
+	}
+	ttlOK := c.TTL > 0 && c.TTL <= maxTTL // a bad ttl is reported once, above
+	if (ttlOK && c.MaxSession < c.TTL) || c.MaxSession > maxSessionCap {
+		add("max_session %v: between ttl (%v) and %v", c.MaxSession, c.TTL, maxSessionCap)
 	}
 	return errs
 }

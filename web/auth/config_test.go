@@ -95,6 +95,9 @@ func TestValidateCases(t *testing.T) {
 		{"credentials in JWKS URL", base(func(c *Config) { c.SecretFile, c.Algorithms, c.JWKSURL = "", []string{"RS256"}, "https://u:p@idp/jwks" }), "credentials"},
 		{"negative leeway", base(func(c *Config) { c.Leeway = -time.Second }), "leeway"},
 		{"TTL over a day", base(func(c *Config) { c.TTL = 48 * time.Hour }), "ttl"},
+		{"max_session below ttl", base(func(c *Config) { c.TTL, c.MaxSession = 2*time.Hour, time.Hour }), "max_session 1h0m0s"},
+		{"max_session over a week", base(func(c *Config) { c.MaxSession = 200 * time.Hour }), "max_session 200h0m0s"},
+		{"max_session equal to ttl", base(func(c *Config) { c.TTL, c.MaxSession = 2*time.Hour, 2*time.Hour }), ""},
 		{"huge max_token_bytes", base(func(c *Config) { c.MaxTokenBytes = 1 << 20 }), "max_token_bytes"},
 	}
 	for _, c := range cases {

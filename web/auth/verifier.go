@@ -57,6 +57,16 @@ type Claims struct {
 	Roles     []string  // roles: as in the token, known or not
 	ExpiresAt time.Time // exp
 	ID        string    // jti
+	// SessionID (sid) names the login session the token belongs to: the embedded login mints
+	// one per password login and keeps it across refreshes; an IdP may send its own. Empty
+	// when the token has none.
+	SessionID string
+	// AuthTime (auth_time) is when the user last gave a password; zero when absent. Refresh
+	// bounds a session by it.
+	AuthTime time.Time
+	// Algorithm is the alg the token was verified with. Only HS256 tokens can be ours (the
+	// signer holds that secret and nothing else), so refresh re-mints only those.
+	Algorithm string
 }
 
 // HasRole reports only the roles the gateway knows (RoleAgent, RoleAdmin); unknown names carry
@@ -69,13 +79,25 @@ func (c *Claims) HasRole(r string) bool {
 // registered claim or roles a decode error instead of something to re-check by hand.
 type tokenClaims struct {
 	jwt.RegisteredClaims
-	Roles roleList `json:"roles"`
+	Roles     roleList         `json:"roles"`
+	SessionID string           `json:"sid,omitempty"`
+	AuthTime  *jwt.NumericDate `json:"auth_time,omitempty"`
 }
+
+// maxSessionIDBytes bounds sid: it keys the bridge's socket registry and the logout list.
+const maxSessionIDBytes = 256
 
 // Validate runs after the signature and the registered claims are checked (jwt calls it as a
 // ClaimsValidator), so sub's rules hold for every accepted token.
 func (c *tokenClaims) Validate() error {
-	return checkSubject(c.Subject)
+	if err := checkSubject(c.Subject); err != nil {
+		return err
+	}
+	if len(c.SessionID) > maxSessionIDBytes || !utf8.ValidString(c.SessionID) ||
+		strings.IndexFunc(c.SessionID, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: sid must be printable UTF-8 of at most %d bytes", ErrClaims, maxSessionIDBytes)
+	}
+	return nil
 }
 
 // checkSubject keeps sub usable as an identity: present, short, and free of control characters
@@ -221,7 +243,12 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if err != nil {
 		return nil, v.classify(t, err)
 	}
-	return &Claims{Subject: tc.Subject, Roles: tc.Roles, ExpiresAt: tc.ExpiresAt.Time, ID: tc.ID}, nil
+	c := &Claims{Subject: tc.Subject, Roles: tc.Roles, ExpiresAt: tc.ExpiresAt.Time, ID: tc.ID,
+		SessionID: tc.SessionID, Algorithm: t.Method.Alg()}
+	if tc.AuthTime != nil {
+		c.AuthTime = tc.AuthTime.Time
+	}
+	return c, nil
 }
 
 // keyFor picks the key from the algorithm family, never the other way round: HS256 gets the
