@@ -15,9 +15,10 @@ build:
 run:
 	$(GO) run ./cmd/dualgate -config $(CONFIG)
 
-# Every test: unit, integration with real sipp peers, the torture corpus, the portal in
-# headless Chromium, and a short fuzz run.
-test: vet test/e2e/node_modules
+# Every test: unit, integration with real sipp peers, the torture corpus, the portals in
+# headless Chromium, a check that the committed JsSIP bundle is what its lockfile builds, and a
+# short fuzz run.
+test: vet test/e2e/node_modules agent-bundle-check
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 
@@ -47,8 +48,10 @@ static/agent/build/node_modules: static/agent/build/package-lock.json
 	npm ci --prefix static/agent/build --no-audit --no-fund
 	@touch $@
 
+# The two hand-written parsers at the edge: inbound SIP and the HTTP fast lane's request head.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInbound$$' -fuzztime $(FUZZTIME) ./sip/sanity
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFastHead$$' -fuzztime $(FUZZTIME) ./web
 
 # Benchmarks (bench/README.md): the SIP call rate beside Kamailio, then the HTTP plane beside
 # nginx, then the registrar beside Kamailio's, then 10,000 WebSocket agents. Each runs even when an earlier one fails (not

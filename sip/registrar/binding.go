@@ -93,26 +93,42 @@ func (r *record) connID() string   { return r.blob[r.off[2]:r.off[3]] }
 func (r *record) path() string     { return r.blob[r.off[3]:] }
 
 func (r *record) binding(aor string) Binding {
-	b := Binding{
-		AOR:        aor,
-		Q:          float64(r.q) / 1000,
-		Expires:    time.Unix(0, r.expires),
-		CallID:     r.callID(),
-		CSeq:       r.cseq,
-		Instance:   r.instance(),
-		RegID:      int(r.regID),
-		Source:     r.source,
-		Transport:  r.transport.Value(),
-		LocalAddr:  r.local.Value(),
-		ConnID:     r.connID(),
-		UserAgent:  r.ua.Value(),
-		Registered: time.Unix(0, r.registered),
-	}
+	var b Binding
+	r.decode(&b, aor)
+	return b
+}
+
+// decode fills *b, which must be zero. It writes in place rather than returning a Binding:
+// a Binding is over 400 bytes, and the REGISTER path runs on a fresh goroutine per request
+// (sipgo), where every large temporary on the stack brings the copy of a grown stack closer.
+func (r *record) decode(b *Binding, aor string) {
+	b.AOR = aor
+	b.Q = float64(r.q) / 1000
+	b.Expires = time.Unix(0, r.expires)
+	b.CallID = r.callID()
+	b.CSeq = r.cseq
+	b.Instance = r.instance()
+	b.RegID = int(r.regID)
+	b.Source = r.source
+	b.Transport = r.transport.Value()
+	b.LocalAddr = r.local.Value()
+	b.ConnID = r.connID()
+	b.UserAgent = r.ua.Value()
+	b.Registered = time.Unix(0, r.registered)
 	_ = gosip.ParseUri(r.contact(), &b.Contact) // checked by encode
 	if p := r.path(); p != "" {
 		b.Path = splitList(p)
 	}
-	return b
+}
+
+// appendDecoded appends the decoded record to bs without a Binding temporary.
+func appendDecoded(bs []Binding, r *record, aor string) []Binding {
+	bs = slices.Grow(bs, 1)
+	bs = bs[:len(bs)+1]
+	b := &bs[len(bs)-1]
+	*b = Binding{}
+	r.decode(b, aor)
+	return bs
 }
 
 // byPreference is the order Lookup promises: q descending, then the most recently

@@ -101,7 +101,7 @@ func (s *MemoryStore) Sweep() int {
 			}
 			removed++
 			if s.onExpire != nil {
-				dead = append(dead, st.recs[i].binding(st.aor))
+				dead = appendDecoded(dead, &st.recs[i], st.aor)
 			}
 		}
 		s.replace(st, live)
@@ -125,10 +125,10 @@ func (s *MemoryStore) Apply(aor string, update Update) ([]Binding, error) {
 		for i := range st.recs {
 			switch {
 			case st.recs[i].expires > nowN:
-				current = append(current, st.recs[i].binding(st.aor))
+				current = appendDecoded(current, &st.recs[i], st.aor)
 				live = append(live, st.recs[i])
 			case s.onExpire != nil:
-				expired = append(expired, st.recs[i].binding(st.aor))
+				expired = appendDecoded(expired, &st.recs[i], st.aor)
 				fallthrough
 			default:
 				stale = true
@@ -162,13 +162,18 @@ func (s *MemoryStore) Apply(aor string, update Update) ([]Binding, error) {
 
 // encodeAll drops expired bindings, puts the rest in Lookup order and encodes them.
 func encodeAll(aor string, next []Binding, now int64) ([]Binding, []record, error) {
-	kept := next[:0]
-	for _, b := range next {
-		if b.Expires.UnixNano() > now {
-			b.AOR = aor
-			kept = append(kept, b)
+	n := 0 // compacted in place, by index: a range copy of each Binding would sit on the stack
+	for i := range next {
+		if next[i].Expires.UnixNano() <= now {
+			continue
 		}
+		if n != i {
+			next[n] = next[i]
+		}
+		next[n].AOR = aor
+		n++
 	}
+	kept := next[:n]
 	sortBindings(kept)
 	recs := make([]record, len(kept))
 	for i := range kept {
@@ -265,7 +270,7 @@ func (s *MemoryStore) Lookup(aor string) []Binding {
 func decodeLive(out []Binding, aor string, recs []record, now int64) []Binding {
 	for i := range recs {
 		if recs[i].expires > now {
-			out = append(out, recs[i].binding(aor))
+			out = appendDecoded(out, &recs[i], aor)
 		}
 	}
 	return out

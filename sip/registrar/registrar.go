@@ -246,14 +246,9 @@ func (r *Registrar) register(req *gosip.Request, aor string, src Source) (Result
 		for i := range stored {
 			stored[i] = true
 		}
-		for _, w := range wants {
-			i := -1
-			if w.outbound() {
-				i = slices.IndexFunc(work, w.sameFlow)
-			}
-			if i < 0 {
-				i = slices.IndexFunc(work, w.sameURI)
-			}
+		for k := range wants {
+			w := &wants[k]
+			i := w.match(work)
 			// RFC 3261 §10.3 step 7.
 			if i >= 0 && stored[i] && work[i].CallID == callID && cseq <= work[i].CSeq {
 				return nil, errOutOfOrder
@@ -265,27 +260,30 @@ func (r *Registrar) register(req *gosip.Request, aor string, src Source) (Result
 				}
 				continue
 			}
-			nb := Binding{
-				Contact:    w.uri,
-				Q:          float64(w.q) / 1000,
-				Expires:    now.Add(time.Duration(w.secs) * time.Second),
-				CallID:     callID,
-				CSeq:       cseq,
-				Instance:   w.instance,
-				RegID:      w.regID,
-				Path:       paths,
-				Source:     src.Addr,
-				Transport:  transport,
-				LocalAddr:  src.LocalAddr,
-				ConnID:     src.ConnID,
-				UserAgent:  ua,
-				Registered: now,
+			// Written in place: a Binding temporary (over 400 bytes) on this goroutine's
+			// stack is what used to push the REGISTER path past its initial stack.
+			if i < 0 {
+				work = slices.Grow(work, 1)
+				work, stored = work[:len(work)+1], append(stored, false)
+				i = len(work) - 1
 			}
-			if i >= 0 {
-				work[i], stored[i] = nb, false
-			} else {
-				work, stored = append(work, nb), append(stored, false)
-			}
+			stored[i] = false
+			nb := &work[i]
+			*nb = Binding{}
+			nb.Contact = w.uri
+			nb.Q = float64(w.q) / 1000
+			nb.Expires = now.Add(time.Duration(w.secs) * time.Second)
+			nb.CallID = callID
+			nb.CSeq = cseq
+			nb.Instance = w.instance
+			nb.RegID = w.regID
+			nb.Path = paths
+			nb.Source = src.Addr
+			nb.Transport = transport
+			nb.LocalAddr = src.LocalAddr
+			nb.ConnID = src.ConnID
+			nb.UserAgent = ua
+			nb.Registered = now
 		}
 		// Only growth is refused, so bindings above a lowered limit can still be refreshed
 		// and removed.
@@ -352,15 +350,34 @@ func (r *Registrar) parseContact(c *gosip.ContactHeader, hdrSecs uint32) (want, 
 // failing that it takes over a plain binding with an equal URI rather than duplicate it.
 // Two flows of one device may share a URI, so an outbound Contact never takes over another
 // flow by URI. A plain Contact matches by URI (RFC 3261 §10.3 step 7).
-func (w *want) sameFlow(b Binding) bool {
+func (w *want) sameFlow(b *Binding) bool {
 	return b.Outbound() && b.RegID == w.regID && strings.EqualFold(b.Instance, w.instance)
 }
 
-func (w *want) sameURI(b Binding) bool {
+func (w *want) sameURI(b *Binding) bool {
 	if w.outbound() && b.Outbound() {
 		return false
 	}
 	return sameContact(&b.Contact, &w.uri)
+}
+
+// match is the index of the binding in work the Contact updates, -1 if none: by flow first
+// for an outbound Contact, then by URI. Plain loops over pointers, not slices.IndexFunc,
+// which would copy every Binding onto the stack to pass it by value.
+func (w *want) match(work []Binding) int {
+	if w.outbound() {
+		for j := range work {
+			if w.sameFlow(&work[j]) {
+				return j
+			}
+		}
+	}
+	for j := range work {
+		if w.sameURI(&work[j]) {
+			return j
+		}
+	}
+	return -1
 }
 
 // outboundApplies reports whether RFC 5626 outbound processing applies: either we are the
