@@ -32,6 +32,9 @@ type Config struct {
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// RateLimit is the HTTP plane's own limits, separate from the SIP plane's.
 	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	// TLSHandshakes bounds the TLS handshakes of the HTTPS listener (web/handshake.go);
+	// unused when tls.mode is off.
+	TLSHandshakes HandshakeConfig `yaml:"tls_handshakes"`
 	// TrustedProxies are CIDRs of reverse proxies whose X-Forwarded-For names the client.
 	// From anyone else the header is ignored. Default: none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
@@ -58,6 +61,21 @@ type TimeoutConfig struct {
 	Idle       time.Duration `yaml:"idle"`
 	// Shutdown is how long a graceful stop waits for requests in flight. Default 10s.
 	Shutdown time.Duration `yaml:"shutdown"`
+}
+
+// HandshakeConfig is the HTTPS listener's handshake admission: accepted connections wait in
+// arrival order for one of Concurrency workers, which each run one handshake at a time with
+// a deadline of min(timeouts.read_header, read, write) from the handshake's start. Every
+// field's zero value means its default.
+type HandshakeConfig struct {
+	// Concurrency is the handshakes in progress at most. Default 64 × GOMAXPROCS.
+	Concurrency int `yaml:"concurrency"`
+	// Queue is the connections waiting for a worker at most; a connection arriving when it
+	// is full is closed. Default 16384.
+	Queue int `yaml:"queue"`
+	// QueueWait is how long a connection may wait for a worker before it is closed. Default
+	// three handshake deadlines (15 s with the default timeouts).
+	QueueWait time.Duration `yaml:"queue_wait"`
 }
 
 // RateLimitConfig sets the per-client limits. Every field's zero value means "no limit"
@@ -117,6 +135,9 @@ func (c Config) Validate() error {
 	rl := c.RateLimit
 	if rl.PerIP < 0 || rl.Burst < 0 || rl.LoginPerMinute < 0 || rl.MaxConnsPerIP < 0 || rl.WSPerMinute < 0 || rl.WSPerUser < 0 || rl.RefreshPerMinute < 0 {
 		errs = append(errs, errors.New("http.rate_limit: values must not be negative (0 means no limit)"))
+	}
+	if h := c.TLSHandshakes; h.Concurrency < 0 || h.Queue < 0 || h.QueueWait < 0 {
+		errs = append(errs, errors.New("http.tls_handshakes: values must not be negative (0 means the default)"))
 	}
 	if rl.PerIP > 0 && rl.Burst < 1 {
 		errs = append(errs, errors.New("http.rate_limit.burst must be at least 1 when per_ip is set"))

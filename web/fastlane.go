@@ -32,7 +32,9 @@ import (
 // net/http does, see newFastAsset), with the same per-IP rate limit, access log line and
 // metrics. Anything else, or anything ambiguous, hands the connection to the http.Server with
 // the bytes read so far replayed, for good: from then on net/http answers every request on it,
-// including the one that made the lane give up.
+// including the one that made the lane give up. Timeouts are net/http's, applied as its
+// conn.serve does: idle between requests, then one header deadline per request that reads do
+// not move and a handover does not restart (see serve).
 //
 // Only plain HTTP: under TLS the connection may negotiate HTTP/2 (ALPN) and the lane would have
 // to sit above crypto/tls; that stays net/http's. Connections from trusted proxies go straight
@@ -343,7 +345,7 @@ func (l *fastLane) shutdown(ctx context.Context) error {
 // fastConn is a connection while the lane owns it.
 type fastConn struct {
 	net.Conn
-	idle atomic.Bool // waiting for the next request with nothing read yet: Close may drop it
+	idle atomic.Bool // waiting for the next request to start: Close may drop it
 }
 
 func (l *fastLane) forget(c *fastConn) {
@@ -353,11 +355,13 @@ func (l *fastLane) forget(c *fastConn) {
 	l.wg.Done()
 }
 
-// handOver gives the connection to net/http with pending replayed. When net/http no longer
-// takes connections (shutting down), it closes the connection instead.
-func (l *fastLane) handOver(c net.Conn, pending []byte) {
+// handOver gives the connection to net/http with pending replayed. pending is the start of a
+// request (and maybe more) whose head must be read by deadline (zero: no limit): net/http's
+// header timeout for it is not started again. When net/http no longer takes connections
+// (shutting down), it closes the connection instead.
+func (l *fastLane) handOver(c net.Conn, pending []byte, deadline time.Time) {
 	if len(pending) > 0 {
-		c = &replayConn{Conn: c, pending: bytes.Clone(pending)}
+		c = &replayConn{Conn: c, pending: bytes.Clone(pending), headDeadline: deadline}
 	}
 	l.handovers.Add(1)
 	select {
@@ -373,7 +377,7 @@ func (l *fastLane) serve(fc *fastConn) {
 	c := fc.Conn
 	ip := remoteAddr(c.RemoteAddr().String())
 	if l.s.ips.isTrusted(ip) {
-		l.handOver(c, nil)
+		l.handOver(c, nil, time.Time{})
 		return
 	}
 	bp := fastBufs.Get().(*[]byte)
@@ -386,10 +390,28 @@ func (l *fastLane) serve(fc *fastConn) {
 		}
 	}()
 	n := 0 // bytes of buf holding unanswered input
-	first := true
+	// Deadlines and request starts are net/http's (conn.serve). A new connection's first
+	// request starts at accept. On a kept-alive connection net/http waits under the idle
+	// timeout until it can peek 4 bytes, then starts the next request (pipelined bytes
+	// already read count): a client that sends fewer and stops is closed without an answer,
+	// not answered 400. A request's header deadline is set once when it starts and not moved
+	// by the reads that follow, so a client cannot keep a head open by sending it a byte at a
+	// time; a request handed over keeps it (replayConn).
+	var (
+		started     bool      // a request is under way: its header deadline applies, not idle's
+		reqDeadline time.Time // its header deadline; zero when there is no header timeout
+	)
+	startRequest := func() {
+		started, reqDeadline = true, time.Time{}
+		if l.header > 0 {
+			reqDeadline = time.Now().Add(l.header)
+		}
+		_ = c.SetReadDeadline(reqDeadline)
+	}
+	startRequest()
 	for {
 		// Answer every complete request in buf, in order.
-		for n > 0 {
+		for started && n > 0 {
 			h, used, st := parseFastHead(buf[:n])
 			if st == fastNeedMore {
 				break
@@ -399,13 +421,13 @@ func (l *fastLane) serve(fc *fastConn) {
 				a = l.assets[string(h.path)]
 			}
 			if a == nil {
-				l.handOver(c, buf[:n])
+				l.handOver(c, buf[:n], reqDeadline)
 				return
 			}
 			now := time.Now()
 			if l.s.limitAll != nil {
 				if ok, _ := l.s.limitAll.allow(ip, now); !ok {
-					l.handOver(c, buf[:n]) // net/http's chain answers the 429 and counts it
+					l.handOver(c, buf[:n], reqDeadline) // net/http's chain answers the 429 and counts it
 					return
 				}
 			}
@@ -413,23 +435,23 @@ func (l *fastLane) serve(fc *fastConn) {
 				return
 			}
 			n = copy(buf, buf[used:n])
+			started = false
+			if n >= 4 { // pipelined: the next request starts now, after the answer
+				startRequest()
+			} else {
+				var d time.Time
+				if l.idle > 0 {
+					d = time.Now().Add(l.idle)
+				}
+				_ = c.SetReadDeadline(d)
+			}
 		}
 		if n == len(buf) { // a head longer than the lane reads: net/http applies the real limit
-			l.handOver(c, buf[:n])
+			l.handOver(c, buf[:n], reqDeadline)
 			return
 		}
-		// Read more, under net/http's deadlines: idle between requests, then the header
-		// timeout once a request has started (on a new connection, from the start).
-		d := l.header
-		if n == 0 && !first {
-			d = l.idle
-		}
-		first = false
-		if d > 0 {
-			_ = c.SetReadDeadline(time.Now().Add(d))
-		}
-		if n == 0 {
-			fc.idle.Store(true)
+		if n == 0 || !started {
+			fc.idle.Store(true) // between requests: Close may drop it
 			if l.closing.Load() {
 				_ = c.Close()
 				return
@@ -438,11 +460,14 @@ func (l *fastLane) serve(fc *fastConn) {
 		m, err := c.Read(buf[n:])
 		fc.idle.Store(false)
 		n += m
+		if !started && n >= 4 { // the next request's first bytes
+			startRequest()
+		}
 		if err != nil {
-			// Like net/http: read errors close quietly, except a partial request cut by EOF,
+			// Like net/http: read errors close quietly, except a started request cut by EOF,
 			// which net/http answers (400 for a truncated head): let it.
-			if err == io.EOF && n > 0 {
-				l.handOver(c, buf[:n])
+			if err == io.EOF && started && n > 0 {
+				l.handOver(c, buf[:n], reqDeadline)
 				return
 			}
 			_ = c.Close()
@@ -500,6 +525,29 @@ func (l *fastLane) answer(c net.Conn, ip netip.Addr, a *fastAsset, h *fastHead, 
 type replayConn struct {
 	net.Conn
 	pending []byte
+	// headDeadline is the lane's header deadline for the request in pending. net/http's first
+	// SetReadDeadline on a connection is its header timeout for the first request (conn.serve);
+	// it is kept to headDeadline, so handing over does not give a slow client a second timeout.
+	// Later calls (the body's ReadTimeout, idle, the next requests) pass as they are.
+	headDeadline time.Time
+	deadlineSet  atomic.Bool // a hijacked connection may be given deadlines from any goroutine
+}
+
+func (c *replayConn) SetReadDeadline(t time.Time) error {
+	if c.deadlineSet.CompareAndSwap(false, true) {
+		if !c.headDeadline.IsZero() && (t.IsZero() || t.After(c.headDeadline)) {
+			t = c.headDeadline
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline's rule for the read half (net/http does not call it).
+func (c *replayConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {

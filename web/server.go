@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +64,10 @@ type Server struct {
 	adminCancel context.CancelFunc
 
 	fast *fastLane // plain HTTP only; nil when off
+
+	hsMetrics *handshakeMetrics  // the HTTPS listener's handshake admission; nil when TLS is off
+	hsHooks   handshakeHooks     // tests watch the handshake workers
+	hs        *handshakeListener // nil when TLS is off
 }
 
 // New builds the HTTP plane from a validated config. Nothing listens until Start.
@@ -80,6 +83,7 @@ func New(ctx context.Context, cfg Config, deps Deps, log *slog.Logger, reg prome
 		ended:    newEndedSessions(),
 		ws:       newWSGate(cfg.RateLimit),
 	}
+
 	var err error
 	if cfg.JWT, err = cfg.JWT.WithEphemeralSecret(); err != nil {
 		return nil, fmt.Errorf("http jwt: %w", err)
@@ -90,6 +94,9 @@ func New(ctx context.Context, cfg Config, deps Deps, log *slog.Logger, reg prome
 	s.cfg = cfg
 	if s.tls, err = tlsmode.New(cfg.TLS, log); err != nil {
 		return nil, fmt.Errorf("http tls: %w", err)
+	}
+	if s.tls.Enabled() {
+		s.hsMetrics = newHandshakeMetrics(reg)
 	}
 	if s.verifier, err = auth.NewVerifier(ctx, cfg.JWT, log); err != nil {
 		return nil, fmt.Errorf("http jwt: %w", err)
@@ -236,8 +243,11 @@ func (s *Server) Start(ctx context.Context) error {
 		ConnContext:       withBatchConn,
 	}
 	if s.tls.Enabled() {
+		// Handshakes run on the admission's workers, not on net/http's connection goroutines:
+		// web/handshake.go. The per-IP cap above applies before a connection queues.
 		s.srv.TLSConfig = s.tls.TLSConfig()
-		ln = tlsListener(ln, s.srv.TLSConfig)
+		s.hs = newHandshakeListener(ln, s.srv.TLSConfig, resolveHandshakes(s.cfg.TLSHandshakes, t), s.hsMetrics, s.hsHooks)
+		ln = s.hs
 	}
 	s.wg.Go(func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -274,8 +284,6 @@ func (s *Server) startRedirect(ctx context.Context) error {
 	})
 	return nil
 }
-
-func tlsListener(ln net.Listener, cfg *tls.Config) net.Listener { return tls.NewListener(ln, cfg) }
 
 // sweepLimiters forgets idle clients' buckets once a minute.
 func (s *Server) sweepLimiters(ctx context.Context) {
