@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -23,12 +24,19 @@ const shortTTL = 3 * time.Second
 
 func refreshGateway(t *testing.T) *gateway.Gateway {
 	t.Helper()
-	cfg := edgeConfig(t, freePort(t), "")
-	short := strings.Replace(cfg, "jwt: {ephemeral_secret: true}", "jwt: {ephemeral_secret: true, ttl: 3s, leeway: 0s}", 1)
+	return startGateway(t, freePort(t), shortTokens(t, edgeConfig(t, freePort(t), ""), shortTTL))
+}
+
+// shortTokens rewrites edgeConfig's http.jwt line for tokens that live ttl, with no leeway
+// (max_session keeps its default of hours, far past any test).
+func shortTokens(t *testing.T, cfg string, ttl time.Duration) string {
+	t.Helper()
+	short := strings.Replace(cfg, "jwt: {ephemeral_secret: true}",
+		fmt.Sprintf("jwt: {ephemeral_secret: true, ttl: %s, leeway: 0s}", ttl), 1)
 	if short == cfg {
-		t.Fatal("edgeConfig's http.jwt line changed; update refreshGateway")
+		t.Fatal("edgeConfig's http.jwt line changed; update shortTokens")
 	}
-	return startGateway(t, freePort(t), short)
+	return short
 }
 
 type refreshReply struct {

@@ -176,3 +176,17 @@ func (s *Server) sessionCookie(token string, exp time.Time) *http.Cookie {
 	return &http.Cookie{Name: s.cfg.JWT.CookieName, Value: token, Path: "/", Expires: exp,
 		HttpOnly: true, Secure: s.tls.Enabled(), SameSite: http.SameSiteStrictMode}
 }
+
+// authenticated is the verifier's middleware plus the one check it cannot make: a token of a
+// session that signed out is still valid until its exp, but every route refuses it, so signing
+// out in one tab ends the session everywhere (admin API, refresh, agent sockets, /api/me).
+func (s *Server) authenticated(next http.Handler) http.Handler {
+	ended := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := auth.ClaimsFrom(r.Context()); ok && s.ended.has(c.Subject, c.SessionID) {
+			writeJSONError(w, http.StatusUnauthorized, "session ended; sign in again")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+	return s.verifier.Middleware(ended)
+}

@@ -135,7 +135,9 @@ func claimsOf(t *testing.T, s *Server, tok string) *auth.Claims {
 func TestRefreshRenewsTheSessionAndItsSockets(t *testing.T) {
 	accts := &userRoles{roles: map[string][]string{"1001": {"agent"}, "1002": {"agent"}, "admin": {"admin"}}}
 	socks := &fakeSockets{}
-	s := startServer(t, nil, Deps{Accounts: accts, Agents: socks})
+	// Many logins from one address in this test: the login limit is another test's subject.
+	s := startServer(t, func(c *Config) { c.RateLimit.LoginPerMinute = 0 },
+		Deps{Accounts: accts, Agents: socks, Admin: &fakeAdmin{state: map[string]string{}}})
 	base := "http://" + s.Addr().String()
 	origin := map[string]string{"Origin": base}
 	tok := loginToken(t, base, "1001")
@@ -261,6 +263,27 @@ func TestRefreshRenewsTheSessionAndItsSockets(t *testing.T) {
 		}
 		if code, _, _ := postRefresh(t, base, map[string]string{"Authorization": "Bearer " + elsewhere}); code != 200 {
 			t.Errorf("the other session after logout: %d, want 200", code)
+		}
+		// Every authenticated route refuses the signed-out session, not only refresh and /ws.
+		if code, _ := do(t, "GET", base+"/api/me", "", map[string]string{"Authorization": "Bearer " + tok}); code != 401 {
+			t.Errorf("/api/me with a signed-out session: %d, want 401", code)
+		}
+		if code, _ := do(t, "GET", base+"/api/me", "", map[string]string{"Authorization": "Bearer " + elsewhere}); code != 200 {
+			t.Errorf("/api/me with the other session: %d, want 200", code)
+		}
+	})
+
+	t.Run("an admin's logout ends its admin API access", func(t *testing.T) {
+		adm := loginToken(t, base, "admin")
+		bearer := map[string]string{"Authorization": "Bearer " + adm}
+		if code, _ := do(t, "GET", base+"/api/admin/dispatcher", "", bearer); code != 200 {
+			t.Fatalf("admin API before logout: %d", code)
+		}
+		if code, _ := do(t, "POST", base+"/api/logout", "", bearer); code != 204 {
+			t.Fatalf("logout: %d", code)
+		}
+		if code, _ := do(t, "GET", base+"/api/admin/dispatcher", "", bearer); code != 401 {
+			t.Errorf("admin API with the signed-out session: %d, want 401", code)
 		}
 	})
 }

@@ -128,9 +128,9 @@ func (s *Server) router() *chi.Mux {
 	}
 	r.With(s.limitMiddleware(s.limitLog)).Post("/api/login", s.login)
 	r.Post("/api/logout", s.logout)
-	r.With(s.limitMiddleware(s.limitRef), s.verifier.Middleware, s.sameOrigin).Post("/api/refresh", s.refresh)
-	r.With(s.verifier.Middleware).Get("/api/me", s.me)
-	r.With(s.limitMiddleware(s.ws.limit), s.verifier.Middleware).Get("/ws", s.serveWS)
+	r.With(s.limitMiddleware(s.limitRef), s.authenticated, s.sameOrigin).Post("/api/refresh", s.refresh)
+	r.With(s.authenticated).Get("/api/me", s.me)
+	r.With(s.limitMiddleware(s.ws.limit), s.authenticated).Get("/ws", s.serveWS)
 	r.Get("/", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/admin/", http.StatusFound) })
 	r.Get("/admin", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/admin/", http.StatusMovedPermanently)
@@ -142,7 +142,7 @@ func (s *Server) router() *chi.Mux {
 	})
 	r.Handle(agentRoute, s.static) // the agent softphone; served by chi, not the fast path
 	r.Route("/api/admin", func(r chi.Router) {
-		r.Use(s.verifier.Middleware, auth.RequireRole("admin"), s.sameOrigin)
+		r.Use(s.authenticated, auth.RequireRole("admin"), s.sameOrigin)
 		s.adminRoutes(r)
 	})
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeJSONError(w, http.StatusNotFound, "not found") })

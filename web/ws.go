@@ -74,10 +74,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
-	if s.ended.has(claims.Subject, claims.SessionID) {
-		writeJSONError(w, http.StatusUnauthorized, "session ended; sign in again")
-		return
-	}
 	if !slices.Contains(websocket.Subprotocols(r), "sip") {
 		writeJSONError(w, http.StatusBadRequest, `WebSocket subprotocol "sip" required (RFC 7118)`)
 		return

@@ -137,18 +137,14 @@
   }
 
   // A signed-out or expired session: the socket cannot come back, so stop trying and ask again.
+  // The question is a refresh, not GET /api/me: /api/me takes a signed-out session's token
+  // until its exp, while the socket's upgrade refuses it, so JsSIP would keep reconnecting into
+  // refusals until the next planned refresh (up to two thirds of a ttl) whenever this browser
+  // still holds the cookie (the session signed out with its token elsewhere, or the socket's
+  // close arriving before the logout's cookie change). Unreachable or failing: JsSIP keeps
+  // trying and the refresh is retried as planned.
   async function checkSession() {
-    try {
-      await api('GET', '/api/me');
-      return true;
-    } catch (e) {
-      if (e.status === 401) {
-        stopPhone();
-        showLogin('Your session has ended. Sign in again.');
-        return false;
-      }
-      return true; // the gateway is unreachable: JsSIP keeps trying
-    }
+    await refreshSession();
   }
 
   // ---- keeping the session ----
