@@ -13,7 +13,7 @@ import (
 
 // sessionTTL is the token lifetime of TestAgentPortalSession: long enough for a sign-in and a
 // registration on a loaded machine, short enough that three lifetimes fit a quick test.
-const sessionTTL = 4 * time.Second
+const sessionTTL = 6 * time.Second
 
 // TestAgentPortalSession drives the agent portal's session handling in headless Chromium
 // (test/e2e/agent-session.spec.mjs) against a gateway whose tokens live sessionTTL: 1001 signs
