@@ -97,6 +97,112 @@ type RateLimitConfig struct {
 	// once per two thirds of a token's ttl, so the default leaves room for a call center
 	// behind one NAT address. Default 60.
 	RefreshPerMinute float64 `yaml:"refresh_per_minute"`
+	// Networks are named address classes with their own per-IP limits, for clients that
+	// are many people behind one address (a contact center's office NAT). A client IP inside
+	// one of them gets that class's limits, still keyed per IP; everyone else gets the ones
+	// above. No two networks may overlap. Default: none.
+	Networks []NetworkLimits `yaml:"networks"`
+}
+
+// NetworkLimits is one address class of http.rate_limit.networks. Every limit left unset
+// takes the value of the same key in http.rate_limit; 0 disables it for the class. The per
+// user limits (ws_per_user, the login lockout) are not per address and stay as they are.
+type NetworkLimits struct {
+	// Name labels the class in the refusal metric; unique, and not "default".
+	Name string `yaml:"name"`
+	// CIDRs are the class's addresses (a bare address is one host). Required.
+	CIDRs            []string `yaml:"cidrs"`
+	PerIP            *float64 `yaml:"per_ip"`
+	Burst            *int     `yaml:"burst"`
+	LoginPerMinute   *float64 `yaml:"login_per_minute"`
+	MaxConnsPerIP    *int     `yaml:"max_conns_per_ip"`
+	WSPerMinute      *float64 `yaml:"ws_per_minute"`
+	RefreshPerMinute *float64 `yaml:"refresh_per_minute"`
+}
+
+// resolve is the class's limits: base (http.rate_limit) with the fields n sets replaced.
+// The result has no Networks.
+func (n NetworkLimits) resolve(base RateLimitConfig) RateLimitConfig {
+	r := base
+	r.Networks = nil
+	setF := func(dst *float64, v *float64) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setI := func(dst *int, v *int) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setF(&r.PerIP, n.PerIP)
+	setI(&r.Burst, n.Burst)
+	setF(&r.LoginPerMinute, n.LoginPerMinute)
+	setI(&r.MaxConnsPerIP, n.MaxConnsPerIP)
+	setF(&r.WSPerMinute, n.WSPerMinute)
+	setF(&r.RefreshPerMinute, n.RefreshPerMinute)
+	return r
+}
+
+// negative reports whether any per-IP limit of r is below zero.
+func (r RateLimitConfig) negative() bool {
+	return r.PerIP < 0 || r.Burst < 0 || r.LoginPerMinute < 0 || r.MaxConnsPerIP < 0 || r.WSPerMinute < 0 || r.RefreshPerMinute < 0
+}
+
+// defaultClass is the metric label of the clients in no http.rate_limit.networks entry.
+const defaultClass = "default"
+
+// validateNetworks checks http.rate_limit.networks: a unique name, CIDRs that parse, limits
+// that are not negative (those it sets), and no address in two networks. An address in
+// two would make its limits depend on the order of the list, which a reader of the config
+// could easily get wrong; overlapping networks are refused instead.
+func (rl RateLimitConfig) validateNetworks() []error {
+	var errs []error
+	type owned struct {
+		p    netip.Prefix
+		name string
+	}
+	var seen []owned
+	names := map[string]bool{}
+	for i, n := range rl.Networks {
+		key := fmt.Sprintf("http.rate_limit.networks[%d]", i)
+		if n.Name != "" {
+			key += " (" + n.Name + ")"
+		}
+		switch {
+		case n.Name == "":
+			errs = append(errs, fmt.Errorf("%s: a name is required", key))
+		case n.Name == defaultClass:
+			errs = append(errs, fmt.Errorf("%s: the name %q is taken by the clients in no network", key, defaultClass))
+		case names[n.Name]:
+			errs = append(errs, fmt.Errorf("%s: the name is already used by another network", key))
+		}
+		names[n.Name] = true
+		if len(n.CIDRs) == 0 {
+			errs = append(errs, fmt.Errorf("%s: cidrs are required", key))
+		}
+		prefixes, err := parsePrefixes(n.CIDRs)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: cidrs: %w", key, err))
+		}
+		for _, p := range prefixes {
+			for _, o := range seen {
+				if o.p.Overlaps(p) {
+					errs = append(errs, fmt.Errorf("%s: %s overlaps %s of network %q; networks must not overlap", key, p, o.p, o.name))
+				}
+			}
+		}
+		for _, p := range prefixes {
+			seen = append(seen, owned{p, n.Name})
+		}
+		// Only what the network sets: an inherited problem is reported for http.rate_limit.
+		if own := n.resolve(RateLimitConfig{}); own.negative() {
+			errs = append(errs, fmt.Errorf("%s: values must not be negative (0 means no limit)", key))
+		} else if r := n.resolve(rl); (n.PerIP != nil || n.Burst != nil) && r.PerIP > 0 && r.Burst < 1 {
+			errs = append(errs, fmt.Errorf("%s: burst must be at least 1 when per_ip is set", key))
+		}
+	}
+	return errs
 }
 
 // Defaults is the HTTP plane's embedded default: plain HTTP on loopback.
@@ -133,7 +239,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("http.max_header_bytes %d: at least 1024", c.MaxHeaderBytes))
 	}
 	rl := c.RateLimit
-	if rl.PerIP < 0 || rl.Burst < 0 || rl.LoginPerMinute < 0 || rl.MaxConnsPerIP < 0 || rl.WSPerMinute < 0 || rl.WSPerUser < 0 || rl.RefreshPerMinute < 0 {
+	if rl.negative() || rl.WSPerUser < 0 {
 		errs = append(errs, errors.New("http.rate_limit: values must not be negative (0 means no limit)"))
 	}
 	if h := c.TLSHandshakes; h.Concurrency < 0 || h.Queue < 0 || h.QueueWait < 0 {
@@ -142,6 +248,7 @@ func (c Config) Validate() error {
 	if rl.PerIP > 0 && rl.Burst < 1 {
 		errs = append(errs, errors.New("http.rate_limit.burst must be at least 1 when per_ip is set"))
 	}
+	errs = append(errs, rl.validateNetworks()...)
 	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
 		errs = append(errs, fmt.Errorf("http.trusted_proxies: %w", err))
 	}

@@ -380,6 +380,7 @@ func (l *fastLane) serve(fc *fastConn) {
 		l.handOver(c, nil, time.Time{})
 		return
 	}
+	class := l.s.ips.class(ip) // the same class net/http's chain gives this peer's requests
 	bp := fastBufs.Get().(*[]byte)
 	buf := (*bp)[:l.maxHead]
 	defer fastBufs.Put(bp)
@@ -426,7 +427,7 @@ func (l *fastLane) serve(fc *fastConn) {
 			}
 			now := time.Now()
 			if l.s.limitAll != nil {
-				if ok, _ := l.s.limitAll.allow(ip, now); !ok {
+				if ok, _ := l.s.limitAll.allow(ip, class, now); !ok {
 					l.handOver(c, buf[:n], reqDeadline) // net/http's chain answers the 429 and counts it
 					return
 				}

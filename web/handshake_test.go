@@ -386,7 +386,7 @@ func TestHandshakeQueueLimits(t *testing.T) {
 		return s
 	}
 	s := held(HandshakeConfig{Concurrency: 1, Queue: 2, QueueWait: time.Minute}, 2)
-	limited := func() float64 { return testutil.ToFloat64(s.m.limited.WithLabelValues("connections")) }
+	limited := func() float64 { return testutil.ToFloat64(s.m.limited.WithLabelValues("connections", defaultClass)) }
 
 	s.rawConn(t, "127.0.0.51") // the worker holds it
 	waitUntil(t, "the worker busy", func() bool { return s.inProgress() == 1 })

@@ -115,7 +115,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimSpace(req.Username)
 	now := time.Now()
 	if locked, wait := s.guard.locked(name, now); locked {
-		s.m.limited.WithLabelValues("lockout").Inc()
+		_, class := clientOf(r)
+		s.m.limited.WithLabelValues("lockout", s.ips.className(class)).Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		writeJSONError(w, http.StatusTooManyRequests, "too many failed logins for this user; try again later")
 		return

@@ -46,8 +46,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"route"}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gateway", Subsystem: "http", Name: "rate_limited_total",
-			Help: "HTTP requests or connections refused by the HTTP plane's limits, by limit (all, login, connections).",
-		}, []string{"limit"}),
+			Help: "HTTP requests or connections refused by the HTTP plane's limits, by limit (all, login, refresh, ws, connections, lockout) and the client's address class (default or an http.rate_limit.networks name).",
+		}, []string{"limit", "class"}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.limited)
 	m.series.Store(&map[routeStatus]requestSeries{})

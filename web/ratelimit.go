@@ -17,8 +17,60 @@ import (
 // clientIPs works out who a request comes from. X-Forwarded-For is believed only from trusted
 // proxies, and then read from the right: the first address that is not itself a trusted proxy
 // is the client (the left part of the header is whatever the client chose to send).
+//
+// It also says which address class a client is in (class): the one classification every
+// per-IP limit of the plane uses.
 type clientIPs struct {
 	trusted []netip.Prefix
+	classes []limitClass // [0] is the default class; never empty once built by newClientIPs
+}
+
+func newClientIPs(trusted []netip.Prefix, rl RateLimitConfig) clientIPs {
+	return clientIPs{trusted: trusted, classes: newLimitClasses(rl)}
+}
+
+// limitClass is one address class with its resolved limits. Index 0 is the default class
+// (http.rate_limit itself: every address in no network); then http.rate_limit.networks, in
+// the order of the file.
+type limitClass struct {
+	name     string // the refusal metric's class label
+	prefixes []netip.Prefix
+	limits   RateLimitConfig
+}
+
+func newLimitClasses(rl RateLimitConfig) []limitClass {
+	base := rl
+	base.Networks = nil
+	out := []limitClass{{name: defaultClass, limits: base}}
+	for _, n := range rl.Networks {
+		p, _ := parsePrefixes(n.CIDRs) // validated
+		out = append(out, limitClass{name: n.Name, prefixes: p, limits: n.resolve(rl)})
+	}
+	return out
+}
+
+// class is the index in c.classes of the class of client address a: the network holding it,
+// else 0, the default. Networks do not overlap (Validate), so their order does not matter.
+// Every per-IP limit classifies through here: the request limits (all, login, refresh, ws)
+// by the client IP of the trusted-proxy rules, and the connection cap (below the TLS
+// handshake admission and the fast lane) and the fast lane's request limit by the peer.
+func (c clientIPs) class(a netip.Addr) int {
+	for i := 1; i < len(c.classes); i++ {
+		for _, p := range c.classes[i].prefixes {
+			if p.Contains(a) {
+				return i
+			}
+		}
+	}
+	return 0
+}
+
+// className is the metric label of class i.
+func (c clientIPs) className(i int) string {
+	if i <= 0 || i >= len(c.classes) {
+		return defaultClass
+	}
+	return c.classes[i].name
 }
 
 func (c clientIPs) isTrusted(a netip.Addr) bool {
@@ -58,14 +110,20 @@ func remoteAddr(s string) netip.Addr {
 }
 
 // ipLimiter keeps one token bucket per client IP, forgetting idle ones so a scan over many
-// addresses cannot grow it without bound.
+// addresses cannot grow it without bound. Each address class has its own bucket shape; an
+// address's class never changes while the server runs, so neither does its bucket's.
 type ipLimiter struct {
-	limit rate.Limit
-	burst int
-	name  string // metric label
+	shapes []bucketShape // by class index
+	name   string        // metric label
 
 	mu      sync.Mutex
 	buckets map[netip.Addr]*bucket
+}
+
+// bucketShape is one class's rate and burst; a zero limit means the class is not limited.
+type bucketShape struct {
+	limit rate.Limit
+	burst int
 }
 
 type bucket struct {
@@ -73,19 +131,38 @@ type bucket struct {
 	seen time.Time
 }
 
-func newIPLimiter(name string, perSecond float64, burst int) *ipLimiter {
-	if perSecond <= 0 {
+// newIPLimiter makes the limit called name for every class, shape giving a class's sustained
+// rate per second and burst from its limits. It is nil when no class has the limit.
+func newIPLimiter(name string, classes []limitClass, shape func(RateLimitConfig) (perSecond float64, burst int)) *ipLimiter {
+	l := &ipLimiter{name: name, shapes: make([]bucketShape, len(classes)), buckets: map[netip.Addr]*bucket{}}
+	limited := false
+	for i, c := range classes {
+		if ps, burst := shape(c.limits); ps > 0 {
+			l.shapes[i] = bucketShape{limit: rate.Limit(ps), burst: max(burst, 1)}
+			limited = true
+		}
+	}
+	if !limited {
 		return nil
 	}
-	return &ipLimiter{limit: rate.Limit(perSecond), burst: max(burst, 1), name: name, buckets: map[netip.Addr]*bucket{}}
+	return l
 }
 
-// allow takes a token for ip; when there is none it says how long until there will be.
-func (l *ipLimiter) allow(ip netip.Addr, now time.Time) (bool, time.Duration) {
+// perMinute is the shape of a per-minute limit: its rate per second, and half a minute's
+// worth as the burst.
+func perMinute(n float64) (float64, int) { return n / 60, max(int(n/2), 1) }
+
+// allow takes a token for ip, of the given class; when there is none it says how long until
+// there will be.
+func (l *ipLimiter) allow(ip netip.Addr, class int, now time.Time) (bool, time.Duration) {
+	sh := l.shapes[class]
+	if sh.limit <= 0 {
+		return true, 0
+	}
 	l.mu.Lock()
 	b := l.buckets[ip]
 	if b == nil {
-		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
+		b = &bucket{lim: rate.NewLimiter(sh.limit, sh.burst)}
 		l.buckets[ip] = b
 	}
 	b.seen = now
@@ -122,9 +199,10 @@ func (s *Server) limitMiddleware(l *ipLimiter) func(http.Handler) http.Handler {
 			return next
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ok, wait := l.allow(ClientIP(r), time.Now())
+			ip, class := clientOf(r)
+			ok, wait := l.allow(ip, class, time.Now())
 			if !ok {
-				s.m.limited.WithLabelValues(l.name).Inc()
+				s.m.limited.WithLabelValues(l.name, s.ips.className(class)).Inc()
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 				writeJSONError(w, http.StatusTooManyRequests, "rate limit exceeded")
 				return
@@ -135,23 +213,30 @@ func (s *Server) limitMiddleware(l *ipLimiter) func(http.Handler) http.Handler {
 }
 
 // connLimitListener caps concurrent connections per peer IP, below TLS, so a client cannot
-// hold every socket open. Trusted proxies are exempt: they carry many clients.
+// hold every socket open. The cap is the max_conns_per_ip of the peer's address class.
+// Trusted proxies are exempt: they carry many clients.
 type connLimitListener struct {
 	net.Listener
-	max     int
+	max     []int // by class index; 0: no cap for the class
 	ips     clientIPs
 	plain   bool // whether a plain-HTTP 429 can be written before closing
-	onLimit func()
+	onLimit func(class string)
 
 	mu    sync.Mutex
 	count map[netip.Addr]int
 }
 
-func newConnLimitListener(l net.Listener, maxPerIP int, ips clientIPs, plain bool, onLimit func()) net.Listener {
-	if maxPerIP <= 0 {
+func newConnLimitListener(l net.Listener, ips clientIPs, plain bool, onLimit func(class string)) net.Listener {
+	maxes := make([]int, len(ips.classes))
+	capped := false
+	for i, c := range ips.classes {
+		maxes[i] = max(c.limits.MaxConnsPerIP, 0)
+		capped = capped || maxes[i] > 0
+	}
+	if !capped {
 		return l
 	}
-	return &connLimitListener{Listener: l, max: maxPerIP, ips: ips, plain: plain, onLimit: onLimit, count: map[netip.Addr]int{}}
+	return &connLimitListener{Listener: l, max: maxes, ips: ips, plain: plain, onLimit: onLimit, count: map[netip.Addr]int{}}
 }
 
 func (l *connLimitListener) Accept() (net.Conn, error) {
@@ -164,10 +249,15 @@ func (l *connLimitListener) Accept() (net.Conn, error) {
 		if l.ips.isTrusted(ip) {
 			return c, nil
 		}
+		class := l.ips.class(ip)
+		limit := l.max[class]
+		if limit <= 0 {
+			return c, nil
+		}
 		l.mu.Lock()
-		if l.count[ip] >= l.max {
+		if l.count[ip] >= limit {
 			l.mu.Unlock()
-			l.onLimit()
+			l.onLimit(l.ips.className(class))
 			if l.plain {
 				go refuse(c) // never hold up Accept for a client we are turning away
 			} else {

@@ -15,9 +15,10 @@ import (
 // reqInfo is what the first middleware works out once per request for everything after it:
 // the client address and the request ID.
 type reqInfo struct {
-	ip  netip.Addr
-	id  string // the client's X-Request-Id, or "" for a generated one
-	seq uint64 // the generated ID's number
+	ip    netip.Addr
+	class int    // ip's address class (clientIPs.class)
+	id    string // the client's X-Request-Id, or "" for a generated one
+	seq   uint64 // the generated ID's number
 }
 
 type reqInfoKey struct{}
@@ -63,7 +64,8 @@ func newReqIDPrefix() string {
 func withRequestInfo(ips clientIPs) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c := &reqCtx{Context: r.Context(), info: reqInfo{ip: ips.of(r)}}
+			ip := ips.of(r)
+			c := &reqCtx{Context: r.Context(), info: reqInfo{ip: ip, class: ips.class(ip)}}
 			if v := r.Header["X-Request-Id"]; len(v) > 0 && v[0] != "" {
 				c.info.id = v[0]
 			} else {
@@ -85,6 +87,15 @@ func ClientIP(r *http.Request) netip.Addr {
 		return i.ip
 	}
 	return netip.Addr{}
+}
+
+// clientOf is the request's client address and its address class (0, the default, outside
+// the HTTP plane's chain).
+func clientOf(r *http.Request) (netip.Addr, int) {
+	if i := infoOf(r.Context()); i != nil {
+		return i.ip, i.class
+	}
+	return netip.Addr{}, 0
 }
 
 // RequestID is the request's ID as its log lines carry it ("" outside the HTTP plane's chain).

@@ -76,12 +76,13 @@ func New(ctx context.Context, cfg Config, deps Deps, log *slog.Logger, reg prome
 		return nil, err
 	}
 	trusted, _ := parsePrefixes(cfg.TrustedProxies)
-	s := &Server{cfg: cfg, log: log, deps: deps, m: newMetrics(reg), ips: clientIPs{trusted: trusted},
-		limitAll: newIPLimiter("all", cfg.RateLimit.PerIP, cfg.RateLimit.Burst),
-		limitLog: newIPLimiter("login", cfg.RateLimit.LoginPerMinute/60, max(int(cfg.RateLimit.LoginPerMinute/2), 1)),
-		limitRef: newIPLimiter("refresh", cfg.RateLimit.RefreshPerMinute/60, max(int(cfg.RateLimit.RefreshPerMinute/2), 1)),
+	ips := newClientIPs(trusted, cfg.RateLimit)
+	s := &Server{cfg: cfg, log: log, deps: deps, m: newMetrics(reg), ips: ips,
+		limitAll: newIPLimiter("all", ips.classes, func(c RateLimitConfig) (float64, int) { return c.PerIP, c.Burst }),
+		limitLog: newIPLimiter("login", ips.classes, func(c RateLimitConfig) (float64, int) { return perMinute(c.LoginPerMinute) }),
+		limitRef: newIPLimiter("refresh", ips.classes, func(c RateLimitConfig) (float64, int) { return perMinute(c.RefreshPerMinute) }),
 		ended:    newEndedSessions(),
-		ws:       newWSGate(cfg.RateLimit),
+		ws:       newWSGate(ips.classes, cfg.RateLimit.WSPerUser),
 	}
 
 	var err error
@@ -218,8 +219,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("http listen %s: %w", s.cfg.Listen, err)
 	}
 	s.addr = ln.Addr()
-	ln = newConnLimitListener(ln, s.cfg.RateLimit.MaxConnsPerIP, s.ips, !s.tls.Enabled(),
-		func() { s.m.limited.WithLabelValues("connections").Inc() })
+	ln = newConnLimitListener(ln, s.ips, !s.tls.Enabled(),
+		func(class string) { s.m.limited.WithLabelValues("connections", class).Inc() })
 	if !s.tls.Enabled() { // plain HTTP/1.1 static requests: web/fastlane.go
 		if s.fast, err = s.newFastLane(ln, s.staticPaths(s.router())); err != nil {
 			_ = ln.Close()

@@ -27,8 +27,8 @@ type AgentSockets interface {
 	End(user, session string) int
 }
 
-// wsGate holds the upgrade's own limits: the per-IP upgrade rate and the per-user cap on
-// open sockets.
+// wsGate holds the upgrade's own limits: the per-IP upgrade rate (by address class) and the
+// per-user cap on open sockets.
 type wsGate struct {
 	limit   *ipLimiter
 	maxUser int
@@ -36,9 +36,11 @@ type wsGate struct {
 	open    map[string]int
 }
 
-func newWSGate(cfg RateLimitConfig) *wsGate {
-	return &wsGate{limit: newIPLimiter("ws", cfg.WSPerMinute/60, max(int(cfg.WSPerMinute/2), 1)),
-		maxUser: cfg.WSPerUser, open: map[string]int{}}
+// newWSGate takes the upgrade rate of every address class (ws_per_minute) and the per-user
+// cap, which is the same for everyone: it is per user, not per address.
+func newWSGate(classes []limitClass, perUser int) *wsGate {
+	return &wsGate{limit: newIPLimiter("ws", classes, func(c RateLimitConfig) (float64, int) { return perMinute(c.WSPerMinute) }),
+		maxUser: perUser, open: map[string]int{}}
 }
 
 func (g *wsGate) acquire(user string) bool {
