@@ -148,19 +148,7 @@ func TestAgentPortalCall(t *testing.T) {
 
 	// (b) The cluster's call to 1001: the page rang (180), answered with a WebRTC answer (the
 	// scenario checks the 200's SDP), and its BYE reached sipp, which answered it.
-	select {
-	case r := <-uacDone:
-		if r.rc != 0 || r.ok != 1 {
-			t.Errorf("cluster caller sipp: exit %d, %d calls completed, want exit 0 and 1\n%s", r.rc, r.ok, tail(r.out, 3000))
-		}
-		got := strings.Join(sippTrace(t, r.msgLog), ", ")
-		if !regexp.MustCompile(`^(100 INVITE, )?180 INVITE, 200 INVITE, BYE$`).MatchString(got) {
-			t.Errorf("cluster caller received %s, want (100,) 180, 200 to its INVITE, then the page's BYE", got)
-		}
-		t.Logf("cluster caller received: %s", got)
-	case <-time.After(20 * time.Second):
-		t.Error("the script never asked for the cluster's call to the agent, or sipp did not finish")
-	}
+	checkClusterCall(t, uacDone)
 
 	// Every call ended, at the gateway too; 1002's page closed with the browser.
 	eventually(t, 3*time.Second, "no call left in the gateway", func() bool { return len(gw.Router().Dialogs()) == 0 })
@@ -182,21 +170,10 @@ func sippMedia(t *testing.T) []string {
 // -message_file: requests as their method, responses as "code method" (from the CSeq).
 func sippTrace(t *testing.T, msgLog string) []string {
 	t.Helper()
-	data, err := os.ReadFile(msgLog)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		t.Fatal(err)
-	}
 	var out []string
-	for _, block := range strings.Split(string(data), "----------------------------------------------- ") {
-		if !strings.Contains(block, "message received") {
-			continue
-		}
+	for _, lines := range sippReceived(t, msgLog) {
 		var first, cseq string
-		for _, l := range strings.Split(block, "\n") {
-			l = strings.TrimSpace(l)
+		for _, l := range lines {
 			if first == "" && (strings.HasPrefix(l, "SIP/2.0 ") || requestLine.MatchString(l)) {
 				first = l
 			}
@@ -214,4 +191,24 @@ func sippTrace(t *testing.T, msgLog string) []string {
 		}
 	}
 	return out
+}
+
+// checkClusterCall waits for the sipp caller on the cluster's address (uac-webrtc-call.xml) that
+// a browser script asked for: it must have completed its one call, having received 180, a 200
+// (whose WebRTC answer the scenario checks) and the page's BYE.
+func checkClusterCall(t *testing.T, done <-chan uacResult) {
+	t.Helper()
+	select {
+	case r := <-done:
+		if r.rc != 0 || r.ok != 1 {
+			t.Errorf("cluster caller sipp: exit %d, %d calls completed, want exit 0 and 1\n%s", r.rc, r.ok, tail(r.out, 3000))
+		}
+		got := strings.Join(sippTrace(t, r.msgLog), ", ")
+		if !regexp.MustCompile(`^(100 INVITE, )?180 INVITE, 200 INVITE, BYE$`).MatchString(got) {
+			t.Errorf("cluster caller received %s, want (100,) 180, 200 to its INVITE, then the page's BYE", got)
+		}
+		t.Logf("cluster caller received: %s", got)
+	case <-time.After(20 * time.Second):
+		t.Error("the script never asked for the cluster's call to the agent, or sipp did not finish")
+	}
 }

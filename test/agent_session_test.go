@@ -3,7 +3,6 @@ package test
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,19 +94,7 @@ func TestAgentPortalSession(t *testing.T) {
 
 	// The cluster's call reached the page on that socket: 180, 200 with a WebRTC answer (the
 	// scenario checks its SDP), and the page's BYE.
-	select {
-	case r := <-uacDone:
-		if r.rc != 0 || r.ok != 1 {
-			t.Errorf("cluster caller sipp: exit %d, %d calls completed, want exit 0 and 1\n%s", r.rc, r.ok, tail(r.out, 3000))
-		}
-		got := strings.Join(sippTrace(t, r.msgLog), ", ")
-		if !regexp.MustCompile(`^(100 INVITE, )?180 INVITE, 200 INVITE, BYE$`).MatchString(got) {
-			t.Errorf("cluster caller received %s, want (100,) 180, 200 to its INVITE, then the page's BYE", got)
-		}
-		t.Logf("cluster caller received: %s", got)
-	case <-time.After(20 * time.Second):
-		t.Error("the cluster's sipp caller did not finish")
-	}
+	checkClusterCall(t, uacDone)
 
 	// Both sessions ended: no socket, no registration, no call left.
 	eventually(t, 3*time.Second, "no agent socket left", func() bool { return metric(t, gw, "gateway_bridge_sockets") == 0 })

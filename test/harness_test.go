@@ -168,22 +168,10 @@ func waitUDPAt(t *testing.T, ip string, port int) {
 // received lists, in order, the requests a backend received as "METHOD call-id".
 func (p *sippProc) received(t *testing.T) []string {
 	t.Helper()
-	data, err := os.ReadFile(p.msgLog)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		t.Fatal(err)
-	}
 	var out []string
-	for _, block := range strings.Split(string(data), "----------------------------------------------- ") {
-		if !strings.Contains(block, "message received") {
-			continue
-		}
-		lines := strings.Split(block, "\n")
+	for _, lines := range sippReceived(t, p.msgLog) {
 		var method, cid string
 		for _, l := range lines {
-			l = strings.TrimSpace(l)
 			if method == "" {
 				if m := requestLine.FindStringSubmatch(l); m != nil {
 					method = m[1]
@@ -201,6 +189,30 @@ func (p *sippProc) received(t *testing.T) []string {
 }
 
 var requestLine = regexp.MustCompile(`^([A-Z]+) sip:\S+ SIP/2\.0$`)
+
+// sippReceived reads a sipp -message_file: the messages it received, each as its trimmed lines.
+func sippReceived(t *testing.T, msgLog string) [][]string {
+	t.Helper()
+	data, err := os.ReadFile(msgLog)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		t.Fatal(err)
+	}
+	var out [][]string
+	for _, block := range strings.Split(string(data), "----------------------------------------------- ") {
+		if !strings.Contains(block, "message received") {
+			continue
+		}
+		lines := strings.Split(block, "\n")
+		for i := range lines {
+			lines[i] = strings.TrimSpace(lines[i])
+		}
+		out = append(out, lines)
+	}
+	return out
+}
 
 // count returns how many requests of this method the backend received.
 func count(reqs []string, method string) int {

@@ -60,17 +60,11 @@ of it). At least 12 characters.
 `)
 		flags.PrintDefaults()
 	}
-	if err := flags.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	set, err := parseFlags(flags, args)
+	if err != nil {
+		return err
 	}
-	set := map[string]bool{}
-	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	switch {
-	case flags.NArg() > 0:
-		return usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(flags.Args(), " "))}
 	case *file == "":
 		return usageError{errors.New("-file is required")}
 	case *user == "":
@@ -186,4 +180,22 @@ func checkPasswordPolicy(p string) error {
 		return errors.New("that is the published demo password; choose another")
 	}
 	return nil
+}
+
+// parseFlags parses a subcommand's flags, which take no arguments, and reports which flags were
+// given (a flag given empty is not the same as one left out). -h is returned as is; any other
+// problem is a usageError.
+func parseFlags(flags *flag.FlagSet, args []string) (map[string]bool, error) {
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	if flags.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(flags.Args(), " "))}
+	}
+	set := map[string]bool{}
+	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set, nil
 }

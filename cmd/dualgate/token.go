@@ -55,17 +55,11 @@ knows. Tokens cannot be revoked: keep -ttl short.
 `)
 		flags.PrintDefaults()
 	}
-	if err := flags.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	set, err := parseFlags(flags, args)
+	if err != nil {
+		return err
 	}
-	set := map[string]bool{}
-	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	switch {
-	case flags.NArg() > 0:
-		return usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(flags.Args(), " "))}
 	case *config == "":
 		return usageError{errors.New("-config is required (the embedded development config's secret lives only in the running gateway)")}
 	case *sub == "":
