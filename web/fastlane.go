@@ -122,12 +122,12 @@ func (s *Server) staticPaths(mux *chi.Mux) map[string]string {
 // ---------------------------------------------------------------- the prepared responses
 
 // fastAsset is every response the lane sends for one file: 200 to GET and to HEAD, plain and
-// gzip, and 304. 304 does not depend on the method or encoding (staticFiles answers it first).
+// gzip, and 304 for each encoding (each has its own ETag). 304 does not depend on the method.
 type fastAsset struct {
-	route       string // for the metrics, as chi names it (staticPaths)
-	etag        []byte
+	route       string           // for the metrics, as chi names it (staticPaths)
+	etag        [2][]byte        // [0] plain, [1] gzip
 	get, head   [2]*fastResponse // [0] plain, [1] gzip
-	notModified *fastResponse
+	notModified [2]*fastResponse
 }
 
 // fastResponse is one response without its Date line: the status line and the handler's
@@ -195,16 +195,18 @@ func newFastAsset(h http.Handler, p string) (*fastAsset, error) {
 			return nil, err
 		}
 	}
-	etag := a.get[0].etag()
-	if etag == "" {
-		return nil, fmt.Errorf("static fast lane: %s has no ETag", p)
-	}
-	a.etag = []byte(etag)
-	if a.notModified, err = run(http.MethodGet, false, etag); err != nil {
-		return nil, err
-	}
-	if a.notModified.status != http.StatusNotModified {
-		return nil, fmt.Errorf("static fast lane: %s: If-None-Match got %d", p, a.notModified.status)
+	for i, gz := range []bool{false, true} {
+		etag := a.get[i].etag()
+		if etag == "" {
+			return nil, fmt.Errorf("static fast lane: %s has no ETag", p)
+		}
+		a.etag[i] = []byte(etag)
+		if a.notModified[i], err = run(http.MethodGet, gz, etag); err != nil {
+			return nil, err
+		}
+		if a.notModified[i].status != http.StatusNotModified {
+			return nil, fmt.Errorf("static fast lane: %s: If-None-Match got %d", p, a.notModified[i].status)
+		}
 	}
 	return a, nil
 }
@@ -493,8 +495,8 @@ func (l *fastLane) answer(c net.Conn, ip netip.Addr, a *fastAsset, h *fastHead, 
 	if h.head {
 		r = a.head[gz]
 	}
-	if h.hasINM && bytes.Contains(h.inm, a.etag) {
-		r = a.notModified
+	if h.hasINM && bytes.Contains(h.inm, a.etag[gz]) {
+		r = a.notModified[gz]
 	}
 	closing := l.closing.Load()
 	if l.writeD > 0 {

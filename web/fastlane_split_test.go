@@ -146,7 +146,7 @@ func TestFastLaneSplitReads(t *testing.T) {
 		t.Fatal(l, err)
 	}
 	defer l.Close()
-	etag := s.static.assets["/admin/admin.js"].etag[0]
+	etag := s.static.assets["/admin/admin.js"].plain.etag[0]
 	const (
 		get  = "GET /admin/admin.js HTTP/1.1\r\nHost: x\r\n\r\n"
 		gz   = "GET /admin/ HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nX-Request-Id: r\r\n\r\n"

@@ -93,7 +93,8 @@ func TestFastLaneMatchesNetHTTP(t *testing.T) {
 	cfg.RateLimit.PerIP, cfg.RateLimit.MaxConnsPerIP = 0, 0
 	lane := laneServer(t, cfg, slog.New(slog.DiscardHandler))
 	ref, refAddr := refServer(t, cfg, slog.New(slog.DiscardHandler))
-	etag := lane.static.assets["/admin/admin.js"].etag[0]
+	etag := lane.static.assets["/admin/admin.js"].plain.etag[0]
+	gzTag := lane.static.assets["/admin/admin.js"].gz.etag[0]
 
 	const (
 		get  = "GET /admin/admin.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -116,8 +117,10 @@ func TestFastLaneMatchesNetHTTP(t *testing.T) {
 		{"head", "HEAD /admin/admin.js HTTP/1.1\r\nHost: x\r\n\r\n", true},
 		{"head gzip", "HEAD /admin/admin.js HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n", true},
 		{"304", "GET /admin/admin.js HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag + "\r\n\r\n", true},
-		{"304 gzip list", "GET /admin/admin.js HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nIf-None-Match: \"zz\", " + etag + "\r\n\r\n", true},
+		{"gzip request, plain etag in a list: 200", "GET /admin/admin.js HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nIf-None-Match: \"zz\", " + etag + "\r\n\r\n", true},
 		{"304 head", "HEAD /admin/admin.js HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag + "\r\n\r\n", true},
+		{"304 gzip etag", "GET /admin/admin.js HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nIf-None-Match: " + gzTag + "\r\n\r\n", true},
+		{"gzip etag, plain request", "GET /admin/admin.js HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + gzTag + "\r\n\r\n", true},
 		{"etag mismatch", "GET /admin/admin.js HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"nope\"\r\n\r\n", true},
 		{"empty if-none-match", "GET /admin/admin.js HTTP/1.1\r\nHost: x\r\nIf-None-Match:\r\n\r\n", true},
 		{"index", "GET /admin/ HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n", true},
@@ -338,7 +341,7 @@ func TestFastLaneLimitsAndLog(t *testing.T) {
 		var lb, rb syncBuffer
 		lane := laneServer(t, cfg, slog.New(slog.NewJSONHandler(&lb, nil)))
 		_, refAddr := refServer(t, cfg, slog.New(slog.NewJSONHandler(&rb, nil)))
-		etag := lane.static.assets["/admin/admin.js"].etag[0]
+		etag := lane.static.assets["/admin/admin.js"].plain.etag[0]
 		in := "GET /admin/admin.js?x=1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-7\r\n\r\n" +
 			"HEAD /admin/ HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-8\r\nAccept-Encoding: gzip\r\n\r\n" +
 			"GET /admin/admin.js HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-9\r\nIf-None-Match: " + etag + "\r\n\r\n" +

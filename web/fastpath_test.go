@@ -372,7 +372,7 @@ func TestStaticFastPath(t *testing.T) {
 	}
 	fast, slow := newServer(), newServer()
 	fh, sh := fast.Handler(), slow.router()
-	etag := fast.static.assets["/admin/admin.js"].etag[0]
+	etag := fast.static.assets["/admin/admin.js"].plain.etag[0]
 	for _, tc := range []struct {
 		method, target string
 		hdr            map[string]string

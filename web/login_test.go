@@ -163,6 +163,26 @@ func TestStaticPortal(t *testing.T) {
 	if string(plain) != page {
 		t.Error("gzip body differs from the file")
 	}
+	// Each representation has its own strong validator (RFC 9110 8.8.3): the plain ETag does not
+	// validate the gzip copy, the gzip one does.
+	gzTag := gz.Header.Get("ETag")
+	if gzTag == "" || gzTag == res.Header.Get("ETag") {
+		t.Errorf("gzip ETag %q, plain %q: want two different validators", gzTag, res.Header.Get("ETag"))
+	}
+	for _, tc := range []struct {
+		tag  string
+		want int
+	}{{res.Header.Get("ETag"), 200}, {gzTag, 304}} {
+		req, _ = http.NewRequest("GET", base+"/admin/", nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		req.Header.Set("If-None-Match", tc.tag)
+		again, err := c.Do(req)
+		if err != nil || again.StatusCode != tc.want {
+			t.Errorf("gzip request with If-None-Match %s: %v %v, want %d", tc.tag, again, err, tc.want)
+			continue
+		}
+		again.Body.Close()
+	}
 	if res, _ := c.Get(base + "/admin/admin.js"); res == nil || !strings.Contains(res.Header.Get("Content-Type"), "javascript") {
 		t.Errorf("admin.js content type: %v", res)
 	}

@@ -14,17 +14,19 @@ import (
 	"strings"
 )
 
-// staticAsset is one embedded file, prepared once at start: its type, a strong ETag from its
-// content, and a gzip copy when that is smaller. The header values are made here too, so a
-// request only assigns them (see hvCSP for why sharing them is safe).
+// staticAsset is one embedded file, prepared once at start: its type, and its bytes as they
+// are and gzipped when that is smaller. The header values are made here too, so a request only
+// assigns them (see hvCSP for why sharing them is safe).
 type staticAsset struct {
-	contentType, etag []string
-	plain, gz         *staticBody // gz is nil when compressing does not pay
+	contentType []string
+	plain, gz   *staticBody // gz is nil when compressing does not pay
 }
 
+// staticBody is one representation of a file. Each has its own strong ETag (RFC 9110 §8.8.3:
+// the gzip bytes are not the plain bytes), so a cache holding one never validates the other.
 type staticBody struct {
-	data          []byte
-	contentLength []string
+	data                []byte
+	contentLength, etag []string
 }
 
 var (
@@ -33,8 +35,8 @@ var (
 	hvGzip           = []string{"gzip"}
 )
 
-func newStaticBody(b []byte) *staticBody {
-	return &staticBody{data: b, contentLength: []string{strconv.Itoa(len(b))}}
+func newStaticBody(b []byte, etag string) *staticBody {
+	return &staticBody{data: b, contentLength: []string{strconv.Itoa(len(b))}, etag: []string{etag}}
 }
 
 // staticFiles serves the embedded portals. The files never change while the process runs,
@@ -61,14 +63,14 @@ func newStaticFiles(fsys fs.FS) (*staticFiles, error) {
 		if ctype == "" {
 			ctype = http.DetectContentType(body)
 		}
-		a := &staticAsset{contentType: []string{ctype}, etag: []string{`"` + hex.EncodeToString(sum[:12]) + `"`},
-			plain: newStaticBody(body)}
+		tag := hex.EncodeToString(sum[:12])
+		a := &staticAsset{contentType: []string{ctype}, plain: newStaticBody(body, `"`+tag+`"`)}
 		var buf bytes.Buffer
 		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
 		_, _ = zw.Write(body)
 		_ = zw.Close()
 		if buf.Len() < len(body)*9/10 {
-			a.gz = newStaticBody(buf.Bytes())
+			a.gz = newStaticBody(buf.Bytes(), `"`+tag+`-gz"`)
 		}
 		sf.assets["/"+p] = a
 		if path.Base(p) == "index.html" {
@@ -90,18 +92,20 @@ func (sf *staticFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h["Content-Type"] = a.contentType
-	h["Etag"] = a.etag
+	body := a.plain
+	if a.gz != nil && acceptsGzip(r) {
+		body = a.gz
+	}
+	h["Etag"] = body.etag
 	// Names are not content-hashed, so browsers revalidate every time; the ETag makes that a 304.
 	h["Cache-Control"] = hvNoCache
 	h["Vary"] = hvAcceptEncoding
-	if match := r.Header["If-None-Match"]; len(match) > 0 && strings.Contains(match[0], a.etag[0]) {
+	if match := r.Header["If-None-Match"]; len(match) > 0 && strings.Contains(match[0], body.etag[0]) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	body := a.plain
-	if a.gz != nil && acceptsGzip(r) {
+	if body == a.gz {
 		h["Content-Encoding"] = hvGzip
-		body = a.gz
 	}
 	h["Content-Length"] = body.contentLength
 	if r.Method == http.MethodHead {

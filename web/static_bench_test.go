@@ -59,7 +59,7 @@ func BenchmarkStaticChain(b *testing.B) {
 	}{
 		{"plain", nil, 200},
 		{"gzip", map[string]string{"Accept-Encoding": "gzip, deflate, br"}, 200},
-		{"not-modified", map[string]string{"If-None-Match": s.static.assets["/admin/admin.js"].etag[0]}, 304},
+		{"not-modified", map[string]string{"If-None-Match": s.static.assets["/admin/admin.js"].plain.etag[0]}, 304},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:8080/admin/admin.js", nil)
