@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dualgate/dualgate/internal/tlsadmit"
 	"github.com/dualgate/dualgate/sip/dispatcher"
 )
 
@@ -138,6 +139,41 @@ type TLSConfig struct {
 	// CAFile is what backends reached over TLS (URIs with ;transport=tls or sips:) are verified
 	// against. Default: the system's roots.
 	CAFile string `yaml:"ca_file"`
+	// Handshakes bounds the TLS handshakes of the tls: listeners (internal/tlsadmit), each
+	// listener on its own: a reconnect storm of TLS phones after a restart is handshaken in
+	// arrival order by a bounded number of workers instead of all at once.
+	Handshakes HandshakeConfig `yaml:"handshakes"`
+}
+
+// HandshakeConfig is a tls: listener's handshake admission: accepted connections wait in
+// arrival order for one of Concurrency workers, which each run one handshake at a time with
+// a deadline of Timeout from the handshake's start; sipgo sees only handshaken connections.
+// Every field's zero value means its default.
+type HandshakeConfig struct {
+	// Concurrency is the handshakes in progress at most. Default 64 × GOMAXPROCS.
+	Concurrency int `yaml:"concurrency"`
+	// Queue is the connections waiting for a worker at most; a connection arriving when it
+	// is full is closed. Default 16384.
+	Queue int `yaml:"queue"`
+	// QueueWait is how long a connection may wait for a worker before it is closed. Default
+	// three handshake timeouts (15 s with the default timeout).
+	QueueWait time.Duration `yaml:"queue_wait"`
+	// Timeout is one handshake's deadline, counted from its start. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// handshakeTimeoutDefault is a SIP TLS handshake's default deadline, the HTTPS listener's
+// with its default timeouts: a handshake is one or two round trips and a few hundred µs of
+// CPU once a worker runs it.
+const handshakeTimeoutDefault = 5 * time.Second
+
+// admission resolves h's defaults.
+func (h HandshakeConfig) admission() tlsadmit.Config {
+	t := h.Timeout
+	if t <= 0 {
+		t = handshakeTimeoutDefault
+	}
+	return tlsadmit.Config{Concurrency: h.Concurrency, Queue: h.Queue, QueueWait: h.QueueWait, Timeout: t}.WithDefaults()
 }
 
 // TimerConfig holds the failover timers.
@@ -369,6 +405,9 @@ func (c Config) validateEdge() []error {
 	}
 	if !tlsListener && c.TLS.ClientCAFile != "" {
 		errs = append(errs, errors.New("sip.tls.client_ca_file is set but there is no tls: listener"))
+	}
+	if h := c.TLS.Handshakes; h.Concurrency < 0 || h.Queue < 0 || h.QueueWait < 0 || h.Timeout < 0 {
+		errs = append(errs, errors.New("sip.tls.handshakes: values must not be negative (0 means the default)"))
 	}
 	for _, d := range c.Domains {
 		if d == "" || strings.ContainsAny(d, " :;@/") {

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/dualgate/dualgate/internal/tlsadmit"
 	"github.com/dualgate/dualgate/sip/auth"
 	"github.com/dualgate/dualgate/sip/dispatcher"
 	"github.com/dualgate/dualgate/sip/guard"
@@ -77,6 +78,8 @@ type Router struct {
 	bound          []net.Addr
 	boundTransport []string // udp, tcp or tls, by bound index
 	tlsConf        *tls.Config
+	tlsMetrics     *tlsadmit.Metrics // the tls: listeners' handshake admission; nil without one
+	tlsHooks       tlsadmit.Hooks    // tests watch the handshake workers
 
 	inflight atomic.Int64
 	limiter  *rate.Limiter // nil: no cap on new calls per second
@@ -100,6 +103,11 @@ func New(cfg Config, disp *dispatcher.Dispatcher, users Directory, log *slog.Log
 		r.routes = append(r.routes, rt)
 	}
 	r.dialogs = newDialogs(r.m)
+	for _, l := range cfg.Listen {
+		if spec, _ := parseListen(l); spec.transport == "tls" && r.tlsMetrics == nil {
+			r.tlsMetrics = tlsadmit.NewMetrics(reg, tlsadmit.MetricsOpts{Namespace: "gateway", Subsystem: "sip", Conns: "SIP TLS"})
+		}
+	}
 	r.agents = newAgentRegistry()
 	r.trusted, _ = parsePrefixes(cfg.Trusted) // validated
 	r.trunks = compileTrunks(cfg.Trunks)
@@ -255,12 +263,17 @@ func (r *Router) bind(spec listenSpec) (func(), error) {
 		}
 		r.bound = append(r.bound, ln.Addr())
 		r.boundTransport = append(r.boundTransport, spec.transport)
-		r.closers = append(r.closers, ln.Close)
 		tracked := &trackingListener{Listener: ln, transport: spec.transport, closed: r.connGone}
 		if spec.transport == "tls" {
-			tl := tls.NewListener(tracked, r.tlsConf)
+			// Handshakes run on the admission's workers, in arrival order, each with its own
+			// deadline (internal/tlsadmit); sipgo gets *tls.Conn whose handshake is done, and
+			// a client certificate, with sip.tls.client_ca_file, was verified in it.
+			tl := tlsadmit.NewListener(tracked, r.tlsConf, r.cfg.TLS.Handshakes.admission(),
+				tlsadmit.Options{Metrics: r.tlsMetrics, Hooks: r.tlsHooks})
+			r.closers = append(r.closers, tl.Close) // closes ln, the queue and the handshakes
 			return func() { _ = r.srv.ServeTLS(tl) }, nil
 		}
+		r.closers = append(r.closers, ln.Close)
 		return func() { _ = r.srv.ServeTCP(tracked) }, nil
 	}
 }

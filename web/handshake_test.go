@@ -135,13 +135,13 @@ func closedByServer(c net.Conn) bool {
 	return !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-func (s *tlsTestServer) queued() float64     { return testutil.ToFloat64(s.hsMetrics.queued) }
-func (s *tlsTestServer) inProgress() float64 { return testutil.ToFloat64(s.hsMetrics.inProgress) }
+func (s *tlsTestServer) queued() float64     { return testutil.ToFloat64(s.hsMetrics.Queued) }
+func (s *tlsTestServer) inProgress() float64 { return testutil.ToFloat64(s.hsMetrics.InProgress) }
 func (s *tlsTestServer) drops(reason string) float64 {
-	return testutil.ToFloat64(s.hsMetrics.drops.WithLabelValues(reason))
+	return testutil.ToFloat64(s.hsMetrics.Drops.WithLabelValues(reason))
 }
 func (s *tlsTestServer) failures(reason string) float64 {
-	return testutil.ToFloat64(s.hsMetrics.failures.WithLabelValues(reason))
+	return testutil.ToFloat64(s.hsMetrics.Failures.WithLabelValues(reason))
 }
 
 // concurrency counts the handshakes between the start and end hooks and keeps the maximum.
@@ -206,7 +206,7 @@ func TestHandshakeFloodIsBounded(t *testing.T) {
 	if m := cc.max.Load(); m != workers {
 		t.Errorf("at most %d handshakes in progress at once, want exactly the bound %d", m, workers)
 	}
-	if n := testutil.ToFloat64(s.hsMetrics.done); n != clients {
+	if n := testutil.ToFloat64(s.hsMetrics.Done); n != clients {
 		t.Errorf("handshakes_total %v, want %d", n, clients)
 	}
 	if s.queued() != 0 || s.inProgress() != 0 {

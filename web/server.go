@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dualgate/dualgate/internal/tlsadmit"
 	"github.com/dualgate/dualgate/web/auth"
 	"github.com/dualgate/dualgate/web/tlsmode"
 )
@@ -65,9 +66,9 @@ type Server struct {
 
 	fast *fastLane // plain HTTP only; nil when off
 
-	hsMetrics *handshakeMetrics  // the HTTPS listener's handshake admission; nil when TLS is off
+	hsMetrics *tlsadmit.Metrics  // the HTTPS listener's handshake admission; nil when TLS is off
 	hsHooks   handshakeHooks     // tests watch the handshake workers
-	hs        *handshakeListener // nil when TLS is off
+	hs        *tlsadmit.Listener // nil when TLS is off
 }
 
 // New builds the HTTP plane from a validated config. Nothing listens until Start.
