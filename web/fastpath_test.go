@@ -4,17 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dualgate/dualgate/internal/tlsadmit/tlsadmittest"
 	"github.com/dualgate/dualgate/static"
 )
 
@@ -68,22 +63,6 @@ func (l countingListener) Accept() (net.Conn, error) {
 	return cc, nil
 }
 
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // TestStaticResponseInOneWrite: a static file larger than net/http's 4 KiB write buffer
 // leaves in one write to the socket, headers and body together, over HTTP and HTTPS; other
 // responses are written as before and come out whole.
@@ -107,7 +86,8 @@ func TestStaticResponseInOneWrite(t *testing.T) {
 			srv := &http.Server{Handler: s.Handler(), ConnContext: withBatchConn}
 			var dial func() (net.Conn, error)
 			if useTLS {
-				tcfg := &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"http/1.1"}}
+				cert, _ := tlsadmittest.Cert(t)
+				tcfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
 				ln = tls.NewListener(ln, tcfg)
 				dial = func() (net.Conn, error) {
 					return tls.Dial("tcp", raw.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dualgate/dualgate/internal/tlsadmit/tlsadmittest"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -185,7 +187,7 @@ func TestNetworkConnectionCap(t *testing.T) {
 	}
 	// The office's own cap still holds.
 	hold("127.0.0.2", 1)
-	waitUntil(t, "the office's 7th connection refused", func() bool {
+	tlsadmittest.Poll(t, "the office's 7th connection refused", func() bool {
 		res := get(t, clientFrom("127.0.0.2"), "http://"+addr+"/healthz", nil)
 		return res.StatusCode == 429
 	})
@@ -430,26 +432,26 @@ func TestFastLaneNetworkConnections(t *testing.T) {
 // TestHandshakeAdmissionNetworks: under TLS the per-IP cap in front of the handshake queue
 // uses the same classes: an office address queues more connections than a default one.
 func TestHandshakeAdmissionNetworks(t *testing.T) {
-	gate := make(chan struct{})
+	gate := tlsadmittest.NewGate()
 	s := startTLSServer(t, func(c *Config) {
 		c.TLSHandshakes = HandshakeConfig{Concurrency: 1, Queue: 100, QueueWait: time.Minute}
 		c.RateLimit.MaxConnsPerIP = 1
 		c.RateLimit.Networks = []NetworkLimits{office(func(n *NetworkLimits) { n.MaxConnsPerIP = ptr(5) })}
-	}, handshakeHooks{start: func(net.Conn) { <-gate }}, true)
-	t.Cleanup(func() { close(gate) })
+	}, handshakeHooks{start: func(net.Conn) { gate.Wait() }}, true)
+	t.Cleanup(gate.Release)
 
 	s.rawConn(t, "127.0.0.2") // the worker holds it
-	waitUntil(t, "the worker busy", func() bool { return s.inProgress() == 1 })
+	tlsadmittest.Poll(t, "the worker busy", func() bool { return s.adm.InProgress() == 1 })
 	for i := range 4 {
 		s.rawConn(t, "127.0.0.2")
-		waitUntil(t, fmt.Sprintf("%d office connections queued", i+1), func() bool { return s.queued() == float64(i+1) })
+		tlsadmittest.Poll(t, fmt.Sprintf("%d office connections queued", i+1), func() bool { return s.adm.Queued() == float64(i+1) })
 	}
-	if over := s.rawConn(t, "127.0.0.2"); !closedByServer(over) {
+	if over := s.rawConn(t, "127.0.0.2"); !tlsadmittest.ClosedByServer(over) {
 		t.Error("the office's 6th connection was not closed (its cap is 5)")
 	}
 	s.rawConn(t, "127.0.0.3")
-	waitUntil(t, "the default-class connection queued", func() bool { return s.queued() == 5 })
-	if over := s.rawConn(t, "127.0.0.3"); !closedByServer(over) {
+	tlsadmittest.Poll(t, "the default-class connection queued", func() bool { return s.adm.Queued() == 5 })
+	if over := s.rawConn(t, "127.0.0.3"); !tlsadmittest.ClosedByServer(over) {
 		t.Error("a default-class address's 2nd connection was not closed (the default cap is 1)")
 	}
 	if o, d := s.limitedCount("connections", "hq-office"), s.limitedCount("connections", defaultClass); o != 1 || d != 1 {
