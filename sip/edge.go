@@ -156,7 +156,7 @@ func (r *Router) authenticate(req *gosip.Request, tx gosip.ServerTransaction, sr
 	for _, h := range req.GetHeaders(header) {
 		creds = append(creds, h.Value())
 	}
-	res := r.auth.Verify(string(req.Method), creds)
+	res := r.auth.Verify(string(req.Method), creds, src)
 	switch res.Status {
 	case auth.OK:
 		r.m.auth.WithLabelValues("ok").Inc()
@@ -164,10 +164,20 @@ func (r *Router) authenticate(req *gosip.Request, tx gosip.ServerTransaction, sr
 		return res.User, true
 	case auth.Missing:
 		r.m.auth.WithLabelValues("challenged").Inc()
-		r.challenge(req, tx, header, false)
+		r.challenge(req, tx, src, header, false)
 	case auth.Stale:
 		r.m.auth.WithLabelValues("stale").Inc()
-		r.challenge(req, tx, header, true)
+		r.challenge(req, tx, src, header, true)
+	case auth.Unproven:
+		// A nonce we did not send to this source: nothing shows the sender ever saw a
+		// challenge here, and over UDP the address may be spoofed. Counting it would let
+		// anyone get a phone's (or an office NAT's) address banned, or heat up a user's
+		// per-user count, blind. So no guard call; a fresh challenge to this address, with
+		// nothing said about why (a real client whose address changed just answers it), and
+		// debug only: these cost an attacker nothing, so a log line each would be a flood.
+		r.m.auth.WithLabelValues("unproven").Inc()
+		log.Debug("digest answer on a nonce not issued to this source", "user", res.User, "reason", res.Reason)
+		r.challenge(req, tx, src, header, false)
 	case auth.Malformed:
 		r.m.auth.WithLabelValues("malformed").Inc()
 		r.reply(tx, req, 400, "Bad Authorization Header", nil)
@@ -177,18 +187,20 @@ func (r *Router) authenticate(req *gosip.Request, tx gosip.ServerTransaction, sr
 		log.Warn("digest authentication failed", "user", res.User, "reason", res.Reason, "banned", banned)
 		// A fresh challenge, not 403: a phone whose password was just changed retries with the
 		// right one. Repeated failures end in a ban by the guard.
-		r.challenge(req, tx, header, false)
+		r.challenge(req, tx, src, header, false)
 	}
 	return "", false
 }
 
-func (r *Router) challenge(req *gosip.Request, tx gosip.ServerTransaction, header string, stale bool) {
+// challenge answers 401/407 with a nonce bound to dst, where the response goes (responses go
+// back to the request's source).
+func (r *Router) challenge(req *gosip.Request, tx gosip.ServerTransaction, dst netip.Addr, header string, stale bool) {
 	code, reason, name := 401, "Unauthorized", "WWW-Authenticate"
 	if header == "Proxy-Authorization" {
 		code, reason, name = 407, "Proxy Authentication Required", "Proxy-Authenticate"
 	}
 	var hs []gosip.Header
-	for _, v := range r.auth.Challenge(stale) {
+	for _, v := range r.auth.Challenge(stale, dst) {
 		hs = append(hs, gosip.NewHeader(name, v))
 	}
 	r.reply(tx, req, code, reason, hs)

@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gateway", Subsystem: "sip", Name: "auth_total",
-			Help: "Digest authentication outcomes (ok, challenged, stale, failed, malformed, from_mismatch).",
+			Help: "Digest authentication outcomes (ok, challenged, stale, failed, unproven, malformed, from_mismatch); unproven answers (a nonce not sent to their source) never count toward bans.",
 		}, []string{"result"}),
 		keepalives: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "gateway", Subsystem: "sip", Name: "nat_keepalives_total",

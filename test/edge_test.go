@@ -2,7 +2,9 @@ package test
 
 import (
 	"crypto/md5"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -170,6 +172,105 @@ func TestRegisterWithDigest(t *testing.T) {
 	}
 	if got := c.exchange(t, c.register("1002", "", 600), time.Second); code(got) != 401 {
 		t.Fatalf("after the lift: want a challenge, got %q", firstLine(got))
+	}
+}
+
+// TestAuthSpoofedFailuresNotCounted: over UDP a source address can be forged, so digest
+// failures count toward bans only on a nonce the gateway sent to that source. A "spoofer"
+// sends REGISTERs for 1001 with wrong passwords from the phone's address, many times the
+// per-source (3) and per-user (10) thresholds, on nonces it never received there: one a
+// challenge gave another address, and made-up ones. Nothing is banned, 1001's per-user count
+// stays cold, and the phone still registers. Wrong passwords on real challenges still ban.
+func TestAuthSpoofedFailuresNotCounted(t *testing.T) {
+	gwPort, backend := freePort(t), freePort(t)
+	gw := startGateway(t, gwPort, edgeConfig(t, backend, "  auth: {algorithms: [MD5]}\n  guard: {auth_failures: 3}"))
+
+	nonceOf := func(t *testing.T, p *udpPeer, user string) string {
+		t.Helper()
+		ch := p.exchange(t, p.register(user, "", 600), time.Second)
+		if code(ch) != 401 {
+			t.Fatalf("want a 401 challenge, got %q", firstLine(ch))
+		}
+		n := param(headerValues(ch, "WWW-Authenticate")[0], "nonce")
+		if n == "" {
+			t.Fatalf("no nonce in %q", headerValues(ch, "WWW-Authenticate"))
+		}
+		return n
+	}
+	// The attacker's own address gets a genuine nonce...
+	attacker := dialUDP(t, "127.0.0.12", gwPort)
+	stolen := nonceOf(t, attacker, "1001")
+	// ...and the spoofer sends as the phone's address, 127.0.0.5. On loopback the answers do
+	// come back to this socket; a real spoofer never sees them, so they are not used.
+	spoofer := dialUDP(t, "127.0.0.5", gwPort)
+	const spoofed = 40
+	for i := 0; i < spoofed; i++ {
+		nonce := stolen
+		if i%2 == 1 {
+			raw := make([]byte, 32)
+			_, _ = rand.Read(raw)
+			nonce = base64.RawURLEncoding.EncodeToString(raw) // the length and alphabet of ours
+		}
+		got := spoofer.exchange(t, spoofer.register("1001", digestMD5("1001", "wrong-password", nonce, "REGISTER", spoofer.ruri(), 1), 600), time.Second)
+		if code(got) != 401 || len(headerValues(got, "WWW-Authenticate")) == 0 {
+			t.Fatalf("spoofed answer %d: want a fresh 401 challenge, got %q", i+1, firstLine(got))
+		}
+		if strings.Contains(string(got), "nonce not issued") {
+			t.Fatalf("the reason leaked to the client:\n%s", got)
+		}
+	}
+	if n := metric(t, gw, "gateway_sip_auth_total", "result", "unproven"); n != spoofed {
+		t.Fatalf("unproven answers: %v, want %d", n, spoofed)
+	}
+	if n := metric(t, gw, "gateway_sip_auth_total", "result", "failed"); n != 0 {
+		t.Fatalf("spoofed answers counted as failed: %v", n)
+	}
+	if n := metric(t, gw, "gateway_sip_guard_auth_failures_total"); n != 0 {
+		t.Fatalf("the guard was told of %v failures", n)
+	}
+	if n := metric(t, gw, "gateway_sip_guard_bans_total"); n != 0 {
+		t.Fatalf("%v bans after spoofed answers, want none", n)
+	}
+
+	// 1001's per-user count is cold: past 10 failures, a source failing for 1001 would be
+	// banned at its first failure. One real failure (on its own challenge) from 127.0.0.13
+	// is counted and bans nothing.
+	other := dialUDP(t, "127.0.0.13", gwPort)
+	n := nonceOf(t, other, "1001")
+	if got := other.exchange(t, other.register("1001", digestMD5("1001", "wrong-password", n, "REGISTER", other.ruri(), 1), 600), time.Second); code(got) != 401 {
+		t.Fatalf("one real failure: want 401, got %q", firstLine(got))
+	}
+	if n := metric(t, gw, "gateway_sip_auth_total", "result", "failed"); n != 1 {
+		t.Fatalf("failed: %v, want 1", n)
+	}
+	if n := metric(t, gw, "gateway_sip_guard_bans_total"); n != 0 {
+		t.Fatalf("a first real failure for 1001 got %v bans: the per-user count was heated by spoofed answers", n)
+	}
+
+	// The phone itself, at the spoofed address, registers as usual.
+	phone := dialUDP(t, "127.0.0.5", gwPort)
+	n = nonceOf(t, phone, "1001")
+	if got := phone.exchange(t, phone.register("1001", digestMD5("1001", demoPassword, n, "REGISTER", phone.ruri(), 1), 600), time.Second); code(got) != 200 {
+		t.Fatalf("the phone after the spoofing: want 200, got %q", firstLine(got))
+	}
+
+	// Wrong passwords on challenges a source really received still end in its ban.
+	guesser := dialUDP(t, "127.0.0.9", gwPort)
+	for i := 0; i < 3; i++ {
+		n := nonceOf(t, guesser, "1001")
+		if got := guesser.exchange(t, guesser.register("1001", digestMD5("1001", "guess", n, "REGISTER", guesser.ruri(), 1), 600), time.Second); code(got) != 401 {
+			t.Fatalf("guess %d: want 401, got %q", i+1, firstLine(got))
+		}
+	}
+	if n := metric(t, gw, "gateway_sip_guard_bans_total", "reason", "auth"); n != 1 {
+		t.Fatalf("after 3 real failures from one source: %v auth bans, want 1", n)
+	}
+	if got := guesser.exchange(t, guesser.register("1001", "", 600), 700*time.Millisecond); got != nil {
+		t.Fatalf("a banned source got an answer: %s", firstLine(got))
+	}
+	// The phone's address is not the one banned.
+	if got := phone.exchange(t, phone.register("1001", "", 600), time.Second); code(got) != 401 {
+		t.Fatalf("the phone after the guesser's ban: want 401, got %q", firstLine(got))
 	}
 }
 

@@ -6,13 +6,15 @@
 //
 // Nonces are stateless: a nonce is base64url(issued || random || tag), where issued is the
 // issue time in Unix nanoseconds (8 bytes), random is 8 bytes from crypto/rand and tag is
-// HMAC-SHA256 over issued||random, truncated to 16 bytes. The HMAC key is derived from
-// Config.Secret and the realm, so a nonce issued for one realm is worthless in another even
-// when the secret is shared. Because the tag authenticates the issue time, a nonce cannot be
+// HMAC-SHA256 over issued || random || prefix, truncated to 16 bytes. prefix is the address
+// the challenge was sent to, as the guard counts sources (the IPv4 address, the IPv6 /64); it
+// is not in the nonce but taken from the answering request's source, so a nonce is good only
+// from where it was sent. The HMAC key is derived from Config.Secret and the realm, so a
+// nonce issued for one realm is worthless in another even when the secret is shared. Because the tag authenticates the issue time, a nonce cannot be
 // forged or have its lifetime extended, and nothing has to be stored when a challenge is sent:
 // a flood of unauthenticated requests costs one HMAC each and no memory. Instances behind one
 // address must share Secret; with the default per-process random secret, a restart turns every
-// outstanding nonce into a failure (one extra round trip, and one Failed, per client).
+// outstanding nonce into Unproven (one extra round trip per client).
 //
 // # Replay protection
 //
@@ -27,13 +29,21 @@
 //
 // # Outcomes
 //
+// Unproven (challenge again, not counted): a nonce that is not ours for the request's source,
+// whether forged, issued by another secret or realm, or sent to another address. Over UDP the
+// source address can be spoofed, so a failure counts toward bans only once the sender has
+// shown it received our challenge at that address; otherwise anyone could get a phone's
+// address banned, or fill a user's failure count, with packets they never see answered. The
+// nonce is checked before anything else that could fail, so no policy refusal on an unproven
+// nonce counts either.
+//
 // Malformed (answer 400, not counted toward bans, since it is not a password guess): a value
 // over 4 KiB, more than 16 values, bad syntax, a duplicated parameter (refused rather than
 // first- or last-wins, so no two readers of the header disagree), or a parameter RFC 3261
 // requires missing: realm, username, nonce, uri, response, and cnonce and nc once qop is
-// present. Failed (challenge again, counted): everything well-formed but wrong, including
-// policy refusals a client could legally send: no qop, qop other than auth, an algorithm we
-// did not offer (the -sess variants among them), userhash.
+// present. Failed (challenge again, counted): everything well-formed but wrong on a nonce we
+// sent to that source, including policy refusals a client could legally send: no qop, qop
+// other than auth, an algorithm we did not offer (the -sess variants among them), userhash.
 //
 // Retransmissions: an identical Authorization is a replay by construction. Call Verify from a
 // transaction-stateful handler (sipgo absorbs retransmissions before the handler runs), and do
@@ -50,6 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -154,12 +165,17 @@ const (
 	OK
 	// Stale: right password on an expired nonce; challenge again with stale=true.
 	Stale
-	// Failed: wrong password, unknown user, bad or replayed nonce, unsupported algorithm or
-	// qop. Challenge again, and count it toward bans.
+	// Failed: on a nonce we sent to this source, a wrong password, unknown user, replayed
+	// nonce-count, unsupported algorithm or qop. Challenge again, and count it toward bans.
 	Failed
 	// Malformed: credentials for us (or of unknown realm) that cannot be parsed, or lack a
 	// parameter RFC 3261 requires; answer 400.
 	Malformed
+	// Unproven: the nonce is not one we sent to this source's prefix (forged, or issued to
+	// another address). Nothing shows the sender ever saw our challenge, and over UDP the
+	// source may be spoofed: challenge again, and do NOT count it toward any ban, per source
+	// or per user. Do not tell the client why either.
+	Unproven
 )
 
 func (s Status) String() string {
@@ -174,6 +190,8 @@ func (s Status) String() string {
 		return "failed"
 	case Malformed:
 		return "malformed"
+	case Unproven:
+		return "unproven"
 	}
 	return fmt.Sprintf("Status(%d)", uint8(s))
 }
@@ -220,7 +238,8 @@ func New(cfg Config, creds Credentials) *Authenticator {
 	}
 	// Derive a per-realm key so one shared secret cannot mint nonces across realms.
 	kdf := hmac.New(sha256.New, secret)
-	kdf.Write([]byte("dualgate sip/auth nonce v1\x00"))
+	// v2: the tag covers the source prefix too, so v1 nonces must not verify.
+	kdf.Write([]byte("dualgate sip/auth nonce v2\x00"))
 	kdf.Write([]byte(cfg.Realm))
 	a := &Authenticator{
 		realm:  cfg.Realm,
@@ -243,9 +262,11 @@ func New(cfg Config, creds Credentials) *Authenticator {
 }
 
 // Challenge returns the values for WWW-Authenticate (401, REGISTER) or Proxy-Authenticate
-// (407, other methods): one per offered algorithm, strongest first, sharing one nonce.
-func (a *Authenticator) Challenge(stale bool) []string {
-	nonce := a.newNonce(a.now())
+// (407, other methods): one per offered algorithm, strongest first, sharing one nonce. dst is
+// the address the response goes to (the request's source): the nonce is good only from its
+// prefix (see Unproven).
+func (a *Authenticator) Challenge(stale bool, dst netip.Addr) []string {
+	nonce := a.newNonce(a.now(), dst)
 	realm := quote(a.realm)
 	out := make([]string, len(a.algs))
 	for i, al := range a.algs {
@@ -269,8 +290,10 @@ func (a *Authenticator) Challenge(stale bool) []string {
 // Verify checks the Authorization (or Proxy-Authorization) values of a request whose method
 // is method. Only Digest credentials whose realm equals ours are considered, and of those
 // only the first: a request may carry credentials for several realms, but trying several for
-// ours would multiply an attacker's guesses per request.
-func (a *Authenticator) Verify(method string, credentials []string) Result {
+// ours would multiply an attacker's guesses per request. src is the request's source address;
+// only a nonce issued to its prefix can make the result anything but Unproven, Malformed or
+// Missing.
+func (a *Authenticator) Verify(method string, credentials []string, src netip.Addr) Result {
 	var p params
 	malformed := ""
 	for i, v := range credentials {
@@ -296,7 +319,7 @@ func (a *Authenticator) Verify(method string, credentials []string) Result {
 		if p.realm != a.realm {
 			continue
 		}
-		return a.check(method, &p)
+		return a.check(method, &p, src)
 	}
 	if malformed != "" {
 		return Result{Status: Malformed, Reason: malformed}
@@ -304,7 +327,7 @@ func (a *Authenticator) Verify(method string, credentials []string) Result {
 	return Result{Status: Missing, Reason: "no credentials for realm"}
 }
 
-func (a *Authenticator) check(method string, p *params) Result {
+func (a *Authenticator) check(method string, p *params, src netip.Addr) Result {
 	for _, req := range [...]struct {
 		bit  uint32
 		name string
@@ -314,6 +337,28 @@ func (a *Authenticator) check(method string, p *params) Result {
 		}
 	}
 	fail := func(reason string) Result { return Result{Status: Failed, User: p.username, Reason: reason} }
+
+	// Syntax first: a broken header is Malformed wherever it comes from.
+	hasQop := p.has&pQop != 0
+	var nc uint32
+	if hasQop {
+		if p.has&pCnonce == 0 || p.cnonce == "" {
+			return Result{Status: Malformed, User: p.username, Reason: "missing cnonce"}
+		}
+		if p.has&pNC == 0 {
+			return Result{Status: Malformed, User: p.username, Reason: "missing nc"}
+		}
+		var ok bool
+		if nc, ok = parseNC(p.nc); !ok {
+			return Result{Status: Malformed, User: p.username, Reason: "bad nc"}
+		}
+	}
+	// Then the nonce, before any outcome that counts toward bans: only an answer on a nonce
+	// we sent to this source proves the sender is there (see Unproven).
+	key, issued, ok := a.openNonce(p.nonce, src)
+	if !ok {
+		return Result{Status: Unproven, User: p.username, Reason: "nonce not issued to this source"}
+	}
 
 	var al *algorithm
 	if p.has&pAlgorithm == 0 {
@@ -328,25 +373,11 @@ func (a *Authenticator) check(method string, p *params) Result {
 		return fail("userhash unsupported")
 	}
 	// RFC 2069 responses (no qop) carry no nc, so nothing stops their replay.
-	if p.has&pQop == 0 {
+	if !hasQop {
 		return fail("qop required")
 	}
 	if !strings.EqualFold(p.qop, "auth") {
 		return fail("unsupported qop")
-	}
-	if p.has&pCnonce == 0 || p.cnonce == "" {
-		return Result{Status: Malformed, User: p.username, Reason: "missing cnonce"}
-	}
-	if p.has&pNC == 0 {
-		return Result{Status: Malformed, User: p.username, Reason: "missing nc"}
-	}
-	nc, ok := parseNC(p.nc)
-	if !ok {
-		return Result{Status: Malformed, User: p.username, Reason: "bad nc"}
-	}
-	key, issued, ok := a.openNonce(p.nonce)
-	if !ok {
-		return fail("bad nonce")
 	}
 	var got [sha256.Size]byte
 	if len(p.response) != 2*al.size || !decodeHex(got[:al.size], p.response) {
@@ -508,14 +539,16 @@ func quote(s string) string {
 // handed to it escape, and stack buffers would be moved to the heap on every call.
 type macState struct {
 	h   hash.Hash
-	in  [issuedLen + randomLen]byte
+	in  [macInLen]byte
 	out [sha256.Size]byte
 }
 
-func (a *Authenticator) hmacTag(out []byte, msg *[issuedLen + randomLen]byte) {
+// hmacTag writes the tag of issued || random || binding to out.
+func (a *Authenticator) hmacTag(out []byte, msg *[issuedLen + randomLen]byte, b *binding) {
 	m := a.macPool.Get().(*macState)
 	m.h.Reset()
-	m.in = *msg
+	*(*[issuedLen + randomLen]byte)(m.in[:]) = *msg
+	*(*binding)(m.in[issuedLen+randomLen:]) = *b
 	m.h.Write(m.in[:])
 	copy(out, m.h.Sum(m.out[:0]))
 	a.macPool.Put(m)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 	"sync"
@@ -32,6 +33,12 @@ func (u users) HA1(user, algorithm string) (string, bool) {
 }
 
 var alice = users{"alice": "s3cret", "bob": "hunter2"}
+
+// Sources: the fixture's challenges go to srcA; srcB is anyone else.
+var (
+	srcA = netip.MustParseAddr("192.0.2.10")
+	srcB = netip.MustParseAddr("192.0.2.11")
+)
 
 func hexHash(alg, s string) string {
 	if strings.EqualFold(alg, "SHA-256") {
@@ -132,7 +139,7 @@ var nonceRE = regexp.MustCompile(`nonce="([^"]+)"`)
 
 func (f *fixture) nonce(t testing.TB) string {
 	t.Helper()
-	m := nonceRE.FindStringSubmatch(f.a.Challenge(false)[0])
+	m := nonceRE.FindStringSubmatch(f.a.Challenge(false, srcA)[0])
 	if m == nil {
 		t.Fatal("no nonce in challenge")
 	}
@@ -193,34 +200,46 @@ func TestVerify(t *testing.T) {
 			v := ok("MD5")
 			v.nonce = tamper(t, n, nonceLen-2) // not the last character: its low bits are padding
 			return []string{v.build()}
-		}, want: Failed, reason: "bad nonce"},
+		}, want: Unproven, reason: "nonce not issued to this source"},
 		{name: "tampered nonce time", values: func(t *testing.T, n string) []string {
 			v := ok("MD5")
 			v.nonce = tamper(t, n, 5)
 			return []string{v.build()}
-		}, want: Failed, reason: "bad nonce"},
+		}, want: Unproven},
 		{name: "tampered nonce random", values: func(t *testing.T, n string) []string {
 			v := ok("MD5")
 			v.nonce = tamper(t, n, 15)
 			return []string{v.build()}
-		}, want: Failed, reason: "bad nonce"},
+		}, want: Unproven},
 		{name: "nonce from another secret", values: func(*testing.T, string) []string {
 			other := New(Config{Realm: realm, Secret: []byte("0123456789abcdef-other")}, alice)
 			v := ok("MD5")
-			v.nonce = nonceRE.FindStringSubmatch(other.Challenge(false)[0])[1]
+			v.nonce = nonceRE.FindStringSubmatch(other.Challenge(false, srcA)[0])[1]
 			return []string{v.build()}
-		}, want: Failed, reason: "bad nonce"},
+		}, want: Unproven},
 		{name: "nonce from another realm, same secret", cfg: Config{Secret: []byte("0123456789abcdef")}, values: func(*testing.T, string) []string {
 			other := New(Config{Realm: "other", Secret: []byte("0123456789abcdef")}, alice)
 			v := ok("MD5")
-			v.nonce = nonceRE.FindStringSubmatch(other.Challenge(false)[0])[1]
+			v.nonce = nonceRE.FindStringSubmatch(other.Challenge(false, srcA)[0])[1]
 			return []string{v.build()}
-		}, want: Failed, reason: "bad nonce"},
+		}, want: Unproven},
 		{name: "made-up nonce", values: func(*testing.T, string) []string {
 			v := ok("MD5")
 			v.nonce = "dcd98b7102dd2f0e8b11d0f600bfb0c093"
 			return []string{v.build()}
-		}, want: Failed, reason: "bad nonce"},
+		}, want: Unproven},
+		// Policy refusals count only on a proven nonce: on a made-up one they would let a
+		// spoofer pick a counted outcome.
+		{name: "no qop on a made-up nonce", values: func(*testing.T, string) []string {
+			v := ok("MD5")
+			v.qop, v.nonce = "-", "dcd98b7102dd2f0e8b11d0f600bfb0c093"
+			return []string{v.build()}
+		}, want: Unproven},
+		{name: "unsupported algorithm on a made-up nonce", values: func(t *testing.T, n string) []string {
+			v := ok("MD5")
+			v.algParam, v.nonce = "SHA-512", tamper(t, n, 5)
+			return []string{v.build()}
+		}, want: Unproven},
 
 		{name: "no qop (RFC 2069)", c: with(ok("MD5"), func(c *cred) { c.qop = "-" }), want: Failed, reason: "qop required"},
 		{name: "qop auth-int", c: with(ok("MD5"), func(c *cred) { c.qop = "auth-int" }), want: Failed, reason: "unsupported qop"},
@@ -293,7 +312,7 @@ func TestVerify(t *testing.T) {
 				c.nonce = n
 				values = []string{c.build()}
 			}
-			res := f.a.Verify(method, values)
+			res := f.a.Verify(method, values, srcA)
 			if res.Status != tt.want || (tt.reason != "" && res.Reason != tt.reason) {
 				t.Errorf("got %v %q, want %v %q\n%q", res.Status, res.Reason, tt.want, tt.reason, values)
 			}
@@ -341,7 +360,7 @@ func TestNonceCount(t *testing.T) {
 	}
 	for _, s := range steps {
 		v := cred{user: "alice", pass: "s3cret", nonce: n, nc: s.nc, cnonce: s.cnonce}.build()
-		res := f.a.Verify(method, []string{v})
+		res := f.a.Verify(method, []string{v}, srcA)
 		if res.Status != s.want || (s.reason != "" && res.Reason != s.reason) {
 			t.Errorf("nc %s: got %v %q, want %v %q", s.nc, res.Status, res.Reason, s.want, s.reason)
 		}
@@ -350,16 +369,16 @@ func TestNonceCount(t *testing.T) {
 	// lock the real client out.
 	n2 := f.nonce(t)
 	bad := cred{user: "alice", pass: "guess", nonce: n2, nc: "00000009"}.build()
-	if res := f.a.Verify(method, []string{bad}); res.Status != Failed {
+	if res := f.a.Verify(method, []string{bad}, srcA); res.Status != Failed {
 		t.Fatalf("bad password: %v", res.Status)
 	}
 	good := cred{user: "alice", pass: "s3cret", nonce: n2, nc: "00000002"}.build()
-	if res := f.a.Verify(method, []string{good}); res.Status != OK {
+	if res := f.a.Verify(method, []string{good}, srcA); res.Status != OK {
 		t.Errorf("after failed attempt: %v %q", res.Status, res.Reason)
 	}
 	// Nonces are independent.
 	n3 := f.nonce(t)
-	if res := f.a.Verify(method, []string{cred{user: "alice", pass: "s3cret", nonce: n3}.build()}); res.Status != OK {
+	if res := f.a.Verify(method, []string{cred{user: "alice", pass: "s3cret", nonce: n3}.build()}, srcA); res.Status != OK {
 		t.Errorf("fresh nonce: %v %q", res.Status, res.Reason)
 	}
 }
@@ -378,7 +397,7 @@ func TestNonceCountConcurrent(t *testing.T) {
 				// has passed already.
 				n := nonces[(w+i)%len(nonces)]
 				v := cred{user: "alice", pass: "s3cret", nonce: n, nc: fmt.Sprintf("%08x", i+1)}.build()
-				if f.a.Verify(method, []string{v}).Status == OK {
+				if f.a.Verify(method, []string{v}, srcA).Status == OK {
 					okCount.Add(1)
 				}
 			}
@@ -459,7 +478,7 @@ func TestEvictedNonceIsStale(t *testing.T) {
 	var first, second string
 	for first == "" {
 		n := f.nonce(t)
-		k, _, _ := f.a.openNonce(n)
+		k, _, _ := f.a.openNonce(n, srcA)
 		s := k[issuedLen] % ncShards
 		if prev, ok := seen[s]; ok {
 			first, second = prev, n
@@ -467,11 +486,11 @@ func TestEvictedNonceIsStale(t *testing.T) {
 		seen[s] = n
 	}
 	for _, n := range []string{first, second} {
-		if res := f.a.Verify(method, []string{cred{user: "alice", pass: "s3cret", nonce: n}.build()}); res.Status != OK {
+		if res := f.a.Verify(method, []string{cred{user: "alice", pass: "s3cret", nonce: n}.build()}, srcA); res.Status != OK {
 			t.Fatalf("%v %q", res.Status, res.Reason)
 		}
 	}
-	res := f.a.Verify(method, []string{cred{user: "alice", pass: "s3cret", nonce: first, nc: "2"}.build()})
+	res := f.a.Verify(method, []string{cred{user: "alice", pass: "s3cret", nonce: first, nc: "2"}.build()}, srcA)
 	if res.Status != Stale || res.Reason != "nonce state evicted" {
 		t.Errorf("evicted nonce: %v %q", res.Status, res.Reason)
 	}
@@ -481,7 +500,7 @@ func TestChallenge(t *testing.T) {
 	f := newFixture(t, Config{})
 	re := regexp.MustCompile(`^Digest realm="dualgate", nonce="[A-Za-z0-9_-]{43}", algorithm=(SHA-256|MD5), qop="auth"(, stale=true)?$`)
 	for _, stale := range []bool{false, true} {
-		ch := f.a.Challenge(stale)
+		ch := f.a.Challenge(stale, srcA)
 		if len(ch) != 2 || !strings.Contains(ch[0], "algorithm=SHA-256") || !strings.Contains(ch[1], "algorithm=MD5") {
 			t.Fatalf("challenge order: %q", ch)
 		}
@@ -497,7 +516,7 @@ func TestChallenge(t *testing.T) {
 	if a, b := f.nonce(t), f.nonce(t); a == b {
 		t.Error("nonces repeat")
 	}
-	q := New(Config{Realm: `a"b\c`, Algorithms: []string{"md5"}}, alice).Challenge(false)
+	q := New(Config{Realm: `a"b\c`, Algorithms: []string{"md5"}}, alice).Challenge(false, srcA)
 	if len(q) != 1 || !strings.HasPrefix(q[0], `Digest realm="a\"b\\c", `) || !strings.Contains(q[0], "algorithm=MD5,") {
 		t.Errorf("quoting: %q", q)
 	}
@@ -531,7 +550,7 @@ func TestConfig(t *testing.T) {
 }
 
 func TestStatusString(t *testing.T) {
-	for s, want := range map[Status]string{Missing: "missing", OK: "ok", Stale: "stale", Failed: "failed", Malformed: "malformed", 9: "Status(9)"} {
+	for s, want := range map[Status]string{Missing: "missing", OK: "ok", Stale: "stale", Failed: "failed", Malformed: "malformed", Unproven: "unproven", 9: "Status(9)"} {
 		if s.String() != want {
 			t.Errorf("%d: %q", s, s.String())
 		}
@@ -539,5 +558,88 @@ func TestStatusString(t *testing.T) {
 	var zero Result
 	if zero.Status == OK {
 		t.Error("zero Result reads as success")
+	}
+}
+
+// TestNonceBoundToSource: a nonce is good only from the prefix its challenge was sent to
+// (the IPv4 address, the IPv6 /64). Anything else is Unproven, whatever the password, so a
+// spoofed answer can never be counted as a failure.
+func TestNonceBoundToSource(t *testing.T) {
+	v6a := netip.MustParseAddr("2001:db8:1:2:aaaa::1")
+	v6sameNet := netip.MustParseAddr("2001:db8:1:2:bbbb:cccc:dddd:eeee") // a privacy address, same /64
+	v6otherNet := netip.MustParseAddr("2001:db8:1:3:aaaa::1")
+	issue := func(f *fixture, dst netip.Addr) string {
+		t.Helper()
+		m := nonceRE.FindStringSubmatch(f.a.Challenge(false, dst)[0])
+		if m == nil {
+			t.Fatal("no nonce")
+		}
+		return m[1]
+	}
+	tests := []struct {
+		name     string
+		to, from netip.Addr
+		pass     string
+		nonce    func(t *testing.T, issued string) string // nil: as issued
+		age      time.Duration
+		want     Status
+	}{
+		{name: "IPv4 same address", to: srcA, from: srcA, pass: "s3cret", want: OK},
+		{name: "IPv4 other address, right password", to: srcA, from: srcB, pass: "s3cret", want: Unproven},
+		{name: "IPv4 other address, wrong password", to: srcA, from: srcB, pass: "guess", want: Unproven},
+		{name: "IPv4 wrong password from the address", to: srcA, from: srcA, pass: "guess", want: Failed},
+		{name: "IPv4-mapped IPv6 is the IPv4 address", to: srcA, from: netip.AddrFrom16(srcA.As16()), pass: "s3cret", want: OK},
+		{name: "IPv6 same address", to: v6a, from: v6a, pass: "s3cret", want: OK},
+		{name: "IPv6 same /64", to: v6a, from: v6sameNet, pass: "s3cret", want: OK},
+		{name: "IPv6 same /64, wrong password", to: v6a, from: v6sameNet, pass: "guess", want: Failed},
+		{name: "IPv6 other /64", to: v6a, from: v6otherNet, pass: "s3cret", want: Unproven},
+		{name: "IPv6 other /64, wrong password", to: v6a, from: v6otherNet, pass: "guess", want: Unproven},
+		{name: "IPv4 nonce from IPv6", to: srcA, from: v6a, pass: "guess", want: Unproven},
+		{name: "IPv6 ::/64 is not the invalid address", to: netip.MustParseAddr("::1"), from: netip.Addr{}, pass: "s3cret", want: Unproven},
+		{name: "forged nonce", to: srcA, from: srcA, pass: "guess", want: Unproven,
+			nonce: func(t *testing.T, n string) string { return tamper(t, n, nonceLen-2) }},
+		{name: "made-up nonce", to: srcA, from: srcA, pass: "s3cret", want: Unproven,
+			nonce: func(*testing.T, string) string { return strings.Repeat("A", nonceLen-1) + "A" }},
+		{name: "stale from the address", to: srcA, from: srcA, pass: "s3cret", age: time.Hour, want: Stale},
+		{name: "stale IPv6 from the same /64", to: v6a, from: v6sameNet, pass: "s3cret", age: time.Hour, want: Stale},
+		{name: "expired, from another address", to: srcA, from: srcB, pass: "s3cret", age: time.Hour, want: Unproven},
+		{name: "expired, wrong password from the address", to: srcA, from: srcA, pass: "guess", age: time.Hour, want: Failed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, Config{})
+			n := issue(f, tt.to)
+			if tt.nonce != nil {
+				n = tt.nonce(t, n)
+			}
+			f.advance(tt.age)
+			res := f.a.Verify(method, []string{cred{user: "alice", pass: tt.pass, nonce: n}.build()}, tt.from)
+			if res.Status != tt.want {
+				t.Fatalf("got %v %q, want %v", res.Status, res.Reason, tt.want)
+			}
+			if res.User != "alice" {
+				t.Errorf("claimed user %q, want alice (for logs)", res.User)
+			}
+		})
+	}
+}
+
+// TestUnprovenLeavesNonceCount: answers from elsewhere, right password or not, neither use up
+// a nonce-count nor show up as replays; replays from the nonce's own address still fail.
+func TestUnprovenLeavesNonceCount(t *testing.T) {
+	f := newFixture(t, Config{})
+	n := f.nonce(t)
+	good := cred{user: "alice", pass: "s3cret", nonce: n, nc: "00000005"}.build()
+	if res := f.a.Verify(method, []string{good}, srcB); res.Status != Unproven {
+		t.Fatalf("from elsewhere: %v %q", res.Status, res.Reason)
+	}
+	if res := f.a.Verify(method, []string{good}, srcA); res.Status != OK {
+		t.Fatalf("from the address after a spoofed copy: %v %q", res.Status, res.Reason)
+	}
+	if res := f.a.Verify(method, []string{good}, srcB); res.Status != Unproven {
+		t.Errorf("replay from elsewhere: %v %q, want unproven", res.Status, res.Reason)
+	}
+	if res := f.a.Verify(method, []string{good}, srcA); res.Status != Failed || res.Reason != "nonce-count replay" {
+		t.Errorf("replay from the address: %v %q, want a failed replay", res.Status, res.Reason)
 	}
 }

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ func TestInteropDigestLibrary(t *testing.T) {
 		for i := range 2 {
 			// A fresh challenge each time: the values share one nonce, and its nc sequence
 			// belongs to whichever algorithm uses it first.
-			value := f.a.Challenge(false)[i]
+			value := f.a.Challenge(false, srcA)[i]
 			chal, err := digest.ParseChallenge(value)
 			if err != nil {
 				t.Fatal(err)
@@ -35,13 +36,13 @@ func TestInteropDigestLibrary(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				res := f.a.Verify(m, []string{cred.String()})
+				res := f.a.Verify(m, []string{cred.String()}, srcA)
 				if res.Status != OK || res.User != "alice" {
 					t.Errorf("%s %s nc=%d: %v %q\n%s", m, chal.Algorithm, count, res.Status, res.Reason, cred)
 				}
 			}
 			cred, _ := digest.Digest(chal, digest.Options{Method: m, URI: "sip:x", Username: "alice", Password: "nope"})
-			if res := f.a.Verify(m, []string{cred.String()}); res.Status != Failed {
+			if res := f.a.Verify(m, []string{cred.String()}, srcA); res.Status != Failed {
 				t.Errorf("%s wrong password: %v", chal.Algorithm, res.Status)
 			}
 		}
@@ -119,7 +120,8 @@ func serveAuth(t *testing.T, a *Authenticator) (*net.UDPAddr, func()) {
 			for _, h := range req.GetHeaders(header) {
 				values = append(values, h.Value())
 			}
-			res := a.Verify(req.Method.String(), values)
+			src := netip.MustParseAddrPort(req.Source()).Addr()
+			res := a.Verify(req.Method.String(), values, src)
 			if res.Status == OK {
 				_ = tx.Respond(gosip.NewResponseFromRequest(req, 200, "OK", nil))
 				return
@@ -128,7 +130,7 @@ func serveAuth(t *testing.T, a *Authenticator) (*net.UDPAddr, func()) {
 				t.Errorf("%s: %v %q %q", req.Method, res.Status, res.Reason, values)
 			}
 			resp := gosip.NewResponseFromRequest(req, code, "Auth", nil)
-			for _, v := range a.Challenge(res.Status == Stale) {
+			for _, v := range a.Challenge(res.Status == Stale, src) {
 				resp.AppendHeader(gosip.NewHeader(challengeHeader, v))
 			}
 			_ = tx.Respond(resp)

@@ -521,8 +521,8 @@ func (g *Guard) commit(b Ban, c prometheus.Counter) {
 	}
 }
 
-// AuthFailed records a digest failure (a wrong answer to a nonce we issued, or a replay)
-// from src for user, and reports whether it got src banned. See the package documentation
+// AuthFailed records a digest failure (a wrong answer to a nonce we issued to src, or a
+// replay) from src for user, and reports whether it got src banned. See the package documentation
 // for the per-user rule. user may be "" when unknown: then only the source is counted.
 func (g *Guard) AuthFailed(src netip.Addr, user string) bool {
 	g.m.authFailures.Inc()
