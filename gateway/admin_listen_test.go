@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,14 +17,7 @@ func TestAdminListenThroughTheGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Stop(context.Background())
+	gw := startGateway(t, cfg)
 	if gw.AdminAddr() == "" {
 		t.Fatal("no admin listener")
 	}

@@ -136,14 +136,7 @@ func TestReloadIsAllOrNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Stop(context.Background())
+	gw := startGateway(t, cfg)
 
 	bad := cfg
 	bad.Dispatcher.Destinations = append(bad.Dispatcher.Destinations[:1:1], bad.Dispatcher.Destinations[0]) // duplicate

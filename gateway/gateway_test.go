@@ -29,14 +29,7 @@ dispatcher: {destinations: [{set: 1, uri: 'sip:127.0.0.1:5070'}, {set: 1, uri: '
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Stop(context.Background())
+	gw := startGateway(t, cfg)
 	base := "http://" + gw.HTTPAddr()
 
 	call := func(method, path, token, body string) (int, string) {
@@ -85,4 +78,18 @@ dispatcher: {destinations: [{set: 1, uri: 'sip:127.0.0.1:5070'}, {set: 1, uri: '
 		!strings.Contains(body, "gateway_http_requests_total") {
 		t.Errorf("/metrics lacks a plane's series: %d", code)
 	}
+}
+
+// startGateway builds and starts a gateway from cfg and stops it when the test ends.
+func startGateway(t *testing.T, cfg Config) *Gateway {
+	t.Helper()
+	gw, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Stop(context.Background()) })
+	return gw
 }
