@@ -100,3 +100,22 @@ send_window() {
       pt = t; pn = n }
     END { if (done && w > 0) printf "%.2f\n", w; else print "na" }' "$1"
 }
+
+# clean_verdict RC TOTAL COUNT OK FAILED RETRANS ACHIEVED RATE sets S_CLEAN (yes, or no(reasons))
+# and S_REASON for one load step (bench/README.md, "What clean means"): sipp ended in time
+# (RC not 124/137), created COUNT calls and all of them succeeded, none failed, retransmissions
+# at most MAX_RETRANS_PCT % of COUNT, and the achieved rate (na: not measured) at least 95 % of
+# RATE.
+clean_verdict() {
+  local rc=$1 total=$2 count=$3 okc=$4 failed=$5 retr=$6 achieved=$7 rate=$8 reason=""
+  [[ $rc -eq 124 || $rc -eq 137 ]] && reason+="timeout,"
+  [[ $total -ne $count ]] && reason+="created<$count,"
+  [[ $okc -ne $count ]] && reason+="ok<$count,"
+  [[ $failed -ne 0 ]] && reason+="failed,"
+  awk -v r="$retr" -v c="$count" -v m="$MAX_RETRANS_PCT" 'BEGIN{exit !(r*100 > c*m)}' && reason+="retrans>${MAX_RETRANS_PCT}%,"
+  if [[ $achieved == na ]]; then reason+="no_rtt,"
+  elif awk -v a="$achieved" -v r="$rate" 'BEGIN{exit !(a < 0.95*r)}'; then reason+="rate<95%,"; fi
+  S_CLEAN=yes; [[ -n $reason ]] && S_CLEAN="no(${reason%,})"
+  S_REASON=${reason%,}
+  return 0
+}

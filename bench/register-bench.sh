@@ -297,16 +297,7 @@ run_step() {
   S_RATE=$rate S_ACH=$achieved S_CPU=$cpu_proxy S_SIPP=$cpu_sipp S_US=$us S_RSS=$rss_mb S_PSS=$pss_mb
   S_P50=$p50 S_P99=$p99 S_OK=$okc S_FAILED=$failed S_RETR=$retr S_DIR=$dir S_RSS_KB=$rss_max S_PSS_KB=$pss_max
 
-  local reason=""
-  [[ $rc -eq 124 || $rc -eq 137 ]] && reason+="timeout,"
-  [[ $total -ne $count ]] && reason+="created<$count,"
-  [[ $okc -ne $count ]] && reason+="ok<$count,"
-  [[ $failed -ne 0 ]] && reason+="failed,"
-  awk -v r="$retr" -v c="$count" -v m="$MAX_RETRANS_PCT" 'BEGIN{exit !(r*100 > c*m)}' && reason+="retrans>${MAX_RETRANS_PCT}%,"
-  if [[ $achieved == na ]]; then reason+="no_rtt,"
-  elif awk -v a="$achieved" -v r="$rate" 'BEGIN{exit !(a < 0.95*r)}'; then reason+="rate<95%,"; fi
-  S_CLEAN=yes; [[ -n $reason ]] && S_CLEAN="no(${reason%,})"
-  S_REASON=${reason%,}
+  clean_verdict "$rc" "$total" "$count" "$okc" "$failed" "$retr" "$achieved" "$rate"
   fmt_row "$proxy" "$mode" "$step" "$rate" "$achieved" "$okc" "$failed" "$retr" "$p50" "$p99" \
     "$cpu_proxy" "$cpu_sipp" "$us" "$rss_mb" "$pss_mb" "$S_CLEAN"
   [[ $S_CLEAN == yes ]]

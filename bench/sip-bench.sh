@@ -286,16 +286,7 @@ run_step() {
     return 0
   fi
 
-  local reason=""
-  [[ $rc -eq 124 || $rc -eq 137 ]] && reason+="timeout,"
-  [[ $total -ne $count ]] && reason+="created<$count,"
-  [[ $okc -ne $count ]] && reason+="ok<$count,"
-  [[ $failed -ne 0 ]] && reason+="failed,"
-  awk -v r="$retr" -v c="$count" -v m="$MAX_RETRANS_PCT" 'BEGIN{exit !(r*100 > c*m)}' && reason+="retrans>${MAX_RETRANS_PCT}%,"
-  if [[ $achieved == na ]]; then reason+="no_rtt,"
-  elif awk -v a="$achieved" -v r="$rate" 'BEGIN{exit !(a < 0.95*r)}'; then reason+="rate<95%,"; fi
-  S_CLEAN=yes; [[ -n $reason ]] && S_CLEAN="no(${reason%,})"
-  S_REASON=${reason%,}
+  clean_verdict "$rc" "$total" "$count" "$okc" "$failed" "$retr" "$achieved" "$rate"
   fmt_row "$proxy" "$mode" "$rate" "$achieved" "$okc" "$failed" "$retr" "$p50" "$p99" \
     "$cpu_proxy" "$cpu_sipp" "$rss_mb" "$pss_mb" "$S_CLEAN"
   [[ $S_CLEAN == yes ]]
