@@ -1,9 +1,10 @@
 // Package bridge carries SIP over WebSocket (RFC 7118) between browser agents and the SIP
 // router. The HTTP plane authenticates the upgrade (JWT, Origin, subprotocol "sip") and hands
 // the socket here with the user its token names; from then on the socket belongs to the bridge:
-// one reader and one writer goroutine, ping/pong with a dead-peer timeout, a read limit, a
-// per-socket message rate, and one SIP message per frame each way. The socket closes when the
-// token it opened with expires, unless a refresh of the same session has moved that (Extend).
+// one reader (the router's reader of the agent's flow) and one writer at a time, ping/pong
+// with a dead-peer timeout, a read limit, a per-socket message rate, and one SIP message per
+// frame each way. The socket closes when the token it opened with expires, unless a refresh
+// of the same session has moved that (Extend).
 //
 // Every frame from the browser is checked before the router sees it: it must parse as SIP
 // (Content-Length is added where the browser left it out, as RFC 7118 allows), and a request
@@ -16,10 +17,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gosip "github.com/emiago/sipgo/sip"
@@ -32,9 +35,13 @@ import (
 
 // Router is what the bridge needs from the SIP plane: a SIP flow per agent.
 type Router interface {
-	// AttachAgent returns a stream the router serves as user's SIP flow; closing it ends the
-	// flow and removes the user's bindings on it.
-	AttachAgent(user string) (net.Conn, error)
+	// AttachAgent opens user's SIP flow over agent. The router reads the agent's messages
+	// from agent as a stream (a message may take several reads) on a goroutine of its own,
+	// which thereby is the socket's reader, and writes its messages for the agent to it (a
+	// write may hold part of a message, or several). Once the flow has ended, whichever side
+	// ended it, the router closes agent. Closing the returned flow ends it and removes the
+	// user's bindings on it before it returns.
+	AttachAgent(user string, agent io.ReadWriteCloser) (io.Closer, error)
 }
 
 // Config bounds each socket.
@@ -93,44 +100,111 @@ var ErrExpired = errors.New("token expired")
 // ErrSignedOut closes the sockets of a session that signed out.
 var ErrSignedOut = errors.New("signed out")
 
-// Serve runs one agent socket until it closes, the token expires (expires, zero: never) or ctx
-// ends. It always closes ws. session is the token's sid ("" when it has none); Extend moves the
-// expiry of the sockets of one user's session.
-func (b *Bridge) Serve(ctx context.Context, ws *websocket.Conn, user, session string, expires time.Time) {
-	defer ws.Close()
-	flow, err := b.router.AttachAgent(user)
+// Adopt takes over one agent socket and returns at once; done is called, once, after the
+// socket has closed: it closed, the token expired (expires, zero: never), the session signed
+// out, the router ended the flow, or ctx ended. session is the token's sid ("" when it has
+// none); Extend moves the expiry of the sockets of one user's session.
+//
+// An idle socket has one goroutine: the router's reader of the flow, which reads the socket
+// through socket.Read. Frames to the browser queue on the socket and a writer goroutine runs
+// while there are any (never two at once, so frames keep their order and gorilla its single
+// writer); pings come from a timer. The router's messages are framed on the goroutine that
+// writes them. An idle agent costs little more than its TLS connection and that one goroutine,
+// which is what lets one gateway hold tens of thousands of them (bench/ws-bench.sh).
+func (b *Bridge) Adopt(ctx context.Context, ws *websocket.Conn, user, session string, expires time.Time, done func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	log := b.log.With("user", user, "remote", ws.RemoteAddr().String())
+	s := &socket{b: b, ws: ws, user: user, log: log, ctx: ctx, cancel: cancel,
+		out:  make(chan []byte, 16),
+		lim:  rate.NewLimiter(rate.Limit(b.cfg.Rate), b.cfg.Burst),
+		idle: b.cfg.PingInterval + b.cfg.PongTimeout}
+	s.framer = framer{send: s.send, limit: 2 * b.cfg.MaxFrame, m: b.m, cancel: cancel}
+	ws.SetReadLimit(int64(b.cfg.MaxFrame))
+	_ = ws.SetReadDeadline(time.Now().Add(s.idle))
+	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(s.idle)) })
+	flow, err := b.router.AttachAgent(user, s)
 	if err != nil {
 		b.log.Error("agent socket refused: no SIP flow", "user", user, "error", err)
 		closeWith(ws, websocket.CloseTryAgainLater, "sip plane unavailable")
+		_ = ws.Close()
+		cancel(err)
+		done()
 		return
 	}
 	b.m.sockets.Inc()
-	defer b.m.sockets.Dec()
-	log := b.log.With("user", user, "remote", ws.RemoteAddr().String())
 	log.Info("agent socket open")
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	out := make(chan []byte, 64) // frames to the browser: router messages and our own answers
-	var wg sync.WaitGroup
-	wg.Go(func() { b.fromRouter(ctx, flow, out, cancel) })
-	wg.Go(func() { b.write(ctx, ws, out, cancel) })
-	wg.Go(func() { b.read(ctx, ws, flow, user, out, cancel, log) })
+	key := sessionKey{user, session}
+	var d *deadline
 	if !expires.IsZero() {
-		key := sessionKey{user, session}
-		d := newDeadline(expires, cancel)
+		d = newDeadline(expires, cancel)
 		b.track(key, d)
-		defer b.untrack(key, d)
 	}
-	<-ctx.Done()
-	cause := context.Cause(ctx)
-	if errors.Is(cause, ErrExpired) || errors.Is(cause, ErrSignedOut) {
-		closeWith(ws, websocket.ClosePolicyViolation, cause.Error())
+	s.startPings()
+	context.AfterFunc(ctx, func() {
+		s.stopPings()
+		if d != nil {
+			b.untrack(key, d)
+		}
+		if cause := context.Cause(ctx); errors.Is(cause, ErrExpired) || errors.Is(cause, ErrSignedOut) {
+			closeWith(ws, websocket.ClosePolicyViolation, cause.Error())
+		}
+		_ = ws.Close()   // ends the router's read of the socket
+		_ = flow.Close() // and the flow, taking the agent's bindings with it now
+		b.m.sockets.Dec()
+		log.Info("agent socket closed", "reason", fmt.Sprint(context.Cause(ctx)))
+		done()
+	})
+}
+
+var errFlowEnded = errors.New("the router ended the flow")
+
+// socket is an agent's WebSocket as the router's flow sees it: reads give the router the
+// agent's checked messages, writes take the router's.
+type socket struct {
+	framer // Write
+	b      *Bridge
+	ws     *websocket.Conn
+	user   string
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	out    chan []byte // frames waiting for the writer
+	lim    *rate.Limiter
+	idle   time.Duration // no frame and no pong for this long: the browser is gone
+
+	writing atomic.Bool // a writer goroutine is draining out
+
+	pingMu  sync.Mutex
+	pinger  *time.Timer
+	stopped bool
+
+	// Only the router's reader touches these.
+	over int    // frames refused in a row by the rate limit
+	rest []byte // what the last read left of a message
+}
+
+// Read gives the router the agent's next message, over as many reads as its buffer needs.
+// Any end of the socket reads as io.EOF: the bridge has logged and counted the cause, and the
+// router needs only to know that the flow is over.
+func (s *socket) Read(p []byte) (int, error) {
+	for len(s.rest) == 0 {
+		msg, err := s.next()
+		if err != nil {
+			return 0, io.EOF
+		}
+		s.rest = msg
 	}
-	_ = flow.Close()
-	_ = ws.Close()
-	wg.Wait()
-	log.Info("agent socket closed", "reason", fmt.Sprint(cause))
+	n := copy(p, s.rest)
+	if s.rest = s.rest[n:]; len(s.rest) == 0 {
+		s.rest = nil // an idle agent keeps no message
+	}
+	return n, nil
+}
+
+// Close is the router's: the flow has ended.
+func (s *socket) Close() error {
+	s.cancel(errFlowEnded)
+	return nil
 }
 
 // Extend moves the expiry of user's live sockets opened in session to expires, when that is
@@ -264,55 +338,48 @@ func (d *deadline) stop() {
 	d.timer.Stop()
 }
 
-// read takes frames from the browser, checks them and passes them to the router.
-func (b *Bridge) read(ctx context.Context, ws *websocket.Conn, flow net.Conn, user string, out chan<- []byte,
-	cancel context.CancelCauseFunc, log *slog.Logger) {
-	ws.SetReadLimit(int64(b.cfg.MaxFrame))
-	deadline := b.cfg.PingInterval + b.cfg.PongTimeout
-	_ = ws.SetReadDeadline(time.Now().Add(deadline))
-	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(deadline)) })
-	lim := rate.NewLimiter(rate.Limit(b.cfg.Rate), b.cfg.Burst)
-	over := 0
+// next reads frames from the browser until one passes the checks and returns it. Frames that
+// fail them are answered (400, 403) or dropped here.
+func (s *socket) next() ([]byte, error) {
+	b := s.b
 	for {
-		_, data, err := ws.ReadMessage()
+		if err := s.ctx.Err(); err != nil {
+			return nil, err
+		}
+		_, data, err := s.ws.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
 				b.m.refused.WithLabelValues("oversized").Inc()
-				log.Warn("oversized frame, closing", "limit", b.cfg.MaxFrame)
+				s.log.Warn("oversized frame, closing", "limit", b.cfg.MaxFrame)
 			}
-			cancel(fmt.Errorf("read: %w", err))
-			return
+			s.cancel(fmt.Errorf("read: %w", err))
+			return nil, err
 		}
-		_ = ws.SetReadDeadline(time.Now().Add(deadline))
+		_ = s.ws.SetReadDeadline(time.Now().Add(s.idle))
 		if len(bytes.TrimSpace(data)) == 0 {
 			continue // a keepalive CRLF
 		}
-		if !lim.Allow() {
+		if !s.lim.Allow() {
 			b.m.refused.WithLabelValues("rate").Inc()
-			if over++; over > b.cfg.Burst {
-				log.Warn("agent socket flooding, closing")
-				closeWith(ws, websocket.ClosePolicyViolation, "too many messages")
-				cancel(errors.New("flood"))
-				return
+			if s.over++; s.over > b.cfg.Burst {
+				s.log.Warn("agent socket flooding, closing")
+				closeWith(s.ws, websocket.ClosePolicyViolation, "too many messages")
+				err := errors.New("flood")
+				s.cancel(err)
+				return nil, err
 			}
 			continue
 		}
-		over = 0
-		msg, answer := b.check(data, user)
+		s.over = 0
+		msg, answer := b.check(data, s.user)
 		if answer != nil {
-			select {
-			case out <- answer:
-			case <-ctx.Done():
-				return
+			if err := s.send(answer); err != nil {
+				return nil, err
 			}
 		}
-		if msg == nil {
-			continue
-		}
-		b.m.frames.WithLabelValues("in").Inc()
-		if _, err := flow.Write(msg); err != nil {
-			cancel(fmt.Errorf("to router: %w", err))
-			return
+		if msg != nil {
+			b.m.frames.WithLabelValues("in").Inc()
+			return msg, nil
 		}
 	}
 }
@@ -391,53 +458,49 @@ func withContentLength(data []byte) []byte {
 	return append(out, body...)
 }
 
-// fromRouterChunk is what fromRouter reads the router's stream with. The goroutine sits in
-// that read for the whole life of an idle socket, so it is small: a message larger than a
-// chunk (an INVITE with a WebRTC offer) is put together over a few reads.
-const fromRouterChunk = 4 << 10
+// framer turns the router's stream for one agent into frames, one message each, and hands
+// them to send. It runs on the goroutine of whoever in the router writes. Only a message that
+// spans writes is kept between them.
+type framer struct {
+	send   func(frame []byte) error
+	limit  int // bytes of an unfinished message past which the stream is broken
+	m      *metrics
+	cancel context.CancelCauseFunc
 
-// fromRouter splits the router's stream into SIP messages, one frame each. Only a message
-// that spans reads is copied into buf, which is let go once it is sent: an idle socket holds
-// the chunk and nothing else.
-func (b *Bridge) fromRouter(ctx context.Context, flow net.Conn, out chan<- []byte, cancel context.CancelCauseFunc) {
-	var buf []byte
-	chunk := make([]byte, fromRouterChunk)
-	for {
-		n, err := flow.Read(chunk)
-		if err != nil {
-			cancel(fmt.Errorf("router closed the flow: %w", err))
-			return
-		}
-		data := chunk[:n]
-		if len(buf) > 0 {
-			buf = append(buf, data...)
-			data = buf
-		}
-		for {
-			msg, rest, ok := nextMessage(data)
-			if !ok {
-				break
-			}
-			if len(bytes.TrimSpace(msg)) > 0 {
-				b.m.frames.WithLabelValues("out").Inc()
-				select {
-				case out <- append([]byte(nil), msg...):
-				case <-ctx.Done():
-					return
-				}
-			}
-			data = rest
-		}
-		switch {
-		case len(data) == 0:
-			buf = nil
-		case len(data) > 2*b.cfg.MaxFrame:
-			cancel(errors.New("router sent an unframed message"))
-			return
-		default:
-			buf = append(buf[:0], data...) // the start of the next message (data may alias chunk)
-		}
+	mu      sync.Mutex
+	pending []byte
+}
+
+func (f *framer) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	data := p
+	if len(f.pending) > 0 {
+		f.pending = append(f.pending, p...)
+		data = f.pending
 	}
+	for {
+		data = bytes.TrimLeft(data, "\r\n") // keepalives between messages
+		msg, rest, ok := nextMessage(data)
+		if !ok {
+			break
+		}
+		f.m.frames.WithLabelValues("out").Inc()
+		if err := f.send(bytes.Clone(msg)); err != nil { // the router reuses p once Write returns
+			return 0, err
+		}
+		data = rest
+	}
+	switch {
+	case len(data) == 0:
+		f.pending = nil
+	case len(data) > f.limit:
+		f.cancel(errors.New("router sent an unframed message"))
+		return 0, net.ErrClosed
+	default:
+		f.pending = append(f.pending[:0], data...) // data may be the tail of pending: append moves it
+	}
+	return len(p), nil
 }
 
 // nextMessage cuts one message (head and Content-Length body) off the front of a stream.
@@ -464,27 +527,66 @@ func nextMessage(buf []byte) (msg, rest []byte, ok bool) {
 	return buf[:total], buf[total:], true
 }
 
-// write is the socket's only writer: frames, and pings on a timer.
-func (b *Bridge) write(ctx context.Context, ws *websocket.Conn, out <-chan []byte, cancel context.CancelCauseFunc) {
-	ping := time.NewTicker(b.cfg.PingInterval)
-	defer ping.Stop()
+// send queues a frame for the browser. A full queue makes the sender wait, as a TCP peer that
+// reads slowly would; the socket's end releases it.
+func (s *socket) send(frame []byte) error {
+	select {
+	case s.out <- frame:
+	case <-s.ctx.Done():
+		return net.ErrClosed
+	}
+	if s.writing.CompareAndSwap(false, true) {
+		go s.drain()
+	}
+	return nil
+}
+
+// drain writes queued frames until none is left. Only one runs at a time (writing).
+func (s *socket) drain() {
 	for {
 		select {
-		case <-ctx.Done():
-			return
-		case msg := <-out:
-			_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if err := ws.WriteMessage(websocket.TextMessage, msg); err != nil {
-				cancel(fmt.Errorf("write: %w", err))
-				return
+		case frame := <-s.out:
+			_ = s.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if err := s.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+				s.cancel(fmt.Errorf("write: %w", err))
+				return // writing stays set: nothing is written to a broken socket again
 			}
-		case <-ping.C:
-			if err := ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)); err != nil {
-				cancel(fmt.Errorf("ping: %w", err))
+		default:
+			s.writing.Store(false)
+			// A frame queued after the empty queue was seen but before writing was
+			// cleared found a writer running and started none: take it.
+			if len(s.out) == 0 || !s.writing.CompareAndSwap(false, true) {
 				return
 			}
 		}
 	}
+}
+
+// Pings keep the browser's NAT and proxies open and prove the browser alive (its pongs move
+// the read deadline). gorilla lets control frames be written beside a data frame.
+func (s *socket) startPings() {
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	s.pinger = time.AfterFunc(s.b.cfg.PingInterval, s.ping)
+}
+
+func (s *socket) ping() {
+	if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)); err != nil {
+		s.cancel(fmt.Errorf("ping: %w", err))
+		return
+	}
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	if !s.stopped {
+		s.pinger.Reset(s.b.cfg.PingInterval)
+	}
+}
+
+func (s *socket) stopPings() {
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	s.stopped = true
+	s.pinger.Stop()
 }
 
 func closeWith(ws *websocket.Conn, code int, text string) {

@@ -1,34 +1,72 @@
 package bridge
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 )
 
-// pipeRouter hands each attached flow's far end to the test, which plays the SIP router.
-type pipeRouter struct{ flows chan net.Conn }
+// fakeRouter hands each attached flow to the test, which plays the SIP router. Like the real
+// router it reads each flow on a goroutine of its own, and cuts what it reads into messages.
+type fakeRouter struct{ flows chan *fakeFlow }
 
-func (r pipeRouter) AttachAgent(string) (net.Conn, error) {
-	near, far := net.Pipe()
-	r.flows <- far
-	return near, nil
+// fakeFlow is the router's side of one agent flow.
+type fakeFlow struct {
+	toAgent   io.Writer
+	agent     io.Closer
+	fromAgent chan []byte
+	once      sync.Once
+}
+
+func (r fakeRouter) AttachAgent(_ string, agent io.ReadWriteCloser) (io.Closer, error) {
+	f := &fakeFlow{toAgent: agent, agent: agent, fromAgent: make(chan []byte, 16)}
+	go func() {
+		defer f.Close()
+		var buf []byte
+		chunk := make([]byte, 100) // small: messages arrive over several reads
+		for {
+			n, err := agent.Read(chunk)
+			if err != nil {
+				return
+			}
+			buf = append(buf, chunk[:n]...)
+			for {
+				msg, rest, ok := nextMessage(buf)
+				if !ok {
+					break
+				}
+				f.fromAgent <- bytes.Clone(msg)
+				buf = rest
+			}
+		}
+	}()
+	r.flows <- f
+	return f, nil
+}
+
+func (f *fakeFlow) Close() error {
+	f.once.Do(func() { f.agent.Close() })
+	return nil
 }
 
 type served struct {
 	ws     *websocket.Conn
-	router net.Conn
+	router *fakeFlow
 }
 
 // serveOne opens one agent socket for user/session expiring at exp, through a real WebSocket.
-func serveOne(t *testing.T, b *Bridge, flows chan net.Conn, user, session string, exp time.Time) served {
+func serveOne(t *testing.T, b *Bridge, flows chan *fakeFlow, user, session string, exp time.Time) served {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		up := websocket.Upgrader{Subprotocols: []string{"sip"}}
@@ -36,7 +74,7 @@ func serveOne(t *testing.T, b *Bridge, flows chan net.Conn, user, session string
 		if err != nil {
 			return
 		}
-		b.Serve(r.Context(), ws, user, session, exp)
+		b.Adopt(t.Context(), ws, user, session, exp, func() {})
 	}))
 	t.Cleanup(srv.Close)
 	d := websocket.Dialer{Subprotocols: []string{"sip"}}
@@ -63,8 +101,7 @@ func (s served) alive(t *testing.T) bool {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		_ = s.router.SetWriteDeadline(time.Now().Add(time.Second))
-		_, err := s.router.Write([]byte(optionsFromRouter))
+		_, err := s.router.toAgent.Write([]byte(optionsFromRouter))
 		done <- err
 	}()
 	_ = s.ws.SetReadDeadline(time.Now().Add(time.Second))
@@ -87,8 +124,8 @@ func (s served) closedExpired(within time.Duration) bool {
 }
 
 func TestExtendMovesOnlyTheSessionsSockets(t *testing.T) {
-	flows := make(chan net.Conn, 4)
-	b := New(Config{}, pipeRouter{flows}, slog.New(slog.DiscardHandler), nil)
+	flows := make(chan *fakeFlow, 4)
+	b := New(Config{}, fakeRouter{flows}, slog.New(slog.DiscardHandler), nil)
 	exp := time.Now().Add(time.Second)
 	mine := serveOne(t, b, flows, "1001", "sess-a", exp)
 	otherDevice := serveOne(t, b, flows, "1001", "sess-b", exp)
@@ -160,4 +197,81 @@ func TestDeadlineExtendRace(t *testing.T) {
 		}
 		d.stop()
 	}
+}
+
+// The socket carries SIP both ways, and it ends when the router ends the flow: the browser
+// gets a close, and the flow is not left open on the router's side either.
+func TestSocketFollowsTheFlow(t *testing.T) {
+	flows := make(chan *fakeFlow, 1)
+	b := New(Config{}, fakeRouter{flows}, slog.New(slog.DiscardHandler), nil)
+	s := serveOne(t, b, flows, "1001", "", time.Time{})
+	if !s.alive(t) {
+		t.Fatal("the router's OPTIONS did not reach the browser")
+	}
+	reg := "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WSS x.invalid;branch=z9hG4bKr1\r\nFrom: <sip:1001@127.0.0.1>;tag=a\r\n" +
+		"To: <sip:1001@127.0.0.1>\r\nCall-ID: r1\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n\r\n"
+	if err := s.ws.WriteMessage(websocket.TextMessage, []byte(reg)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-s.router.fromAgent:
+		if !strings.HasPrefix(string(got), "REGISTER ") || !strings.Contains(string(got), "\r\nContent-Length: 0\r\n") {
+			t.Fatalf("router got %q, want the REGISTER with a Content-Length added", got)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the browser's REGISTER never reached the router")
+	}
+	s.router.Close()
+	_ = s.ws.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for {
+		if _, _, err := s.ws.ReadMessage(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the socket stayed open after the router ended its flow")
+			}
+			break
+		}
+	}
+}
+
+// Frames to the browser from several router goroutines at once all arrive, each sender's in
+// its order: the writer that drains the queue is started and stopped as frames come and go,
+// and never runs twice at once (gorilla panics on concurrent writes).
+func TestWriterDeliversEveryFrameInOrder(t *testing.T) {
+	flows := make(chan *fakeFlow, 1)
+	b := New(Config{}, fakeRouter{flows}, slog.New(slog.DiscardHandler), nil)
+	s := serveOne(t, b, flows, "1001", "", time.Time{})
+	const senders, each = 8, 200
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Go(func() {
+			for i := range each {
+				if i%50 == 0 {
+					time.Sleep(5 * time.Millisecond) // let the queue run dry now and then
+				}
+				msg := fmt.Sprintf("OPTIONS sip:1001@x.invalid SIP/2.0\r\nCall-ID: %d-%d\r\nContent-Length: 0\r\n\r\n", g, i)
+				if _, err := s.router.toAgent.Write([]byte(msg)); err != nil {
+					t.Errorf("sender %d frame %d: %v", g, i, err)
+					return
+				}
+			}
+		})
+	}
+	next := make([]int, senders)
+	_ = s.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for range senders * each {
+		_, data, err := s.ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %v frames: %v", next, err)
+		}
+		var g, i int
+		if _, err := fmt.Sscanf(string(data[strings.Index(string(data), "Call-ID: ")+9:]), "%d-%d", &g, &i); err != nil {
+			t.Fatalf("frame %q: %v", data, err)
+		}
+		if i != next[g] {
+			t.Fatalf("sender %d: frame %d arrived when %d was due", g, i, next[g])
+		}
+		next[g]++
+	}
+	wg.Wait()
 }

@@ -2,6 +2,7 @@ package sip
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -28,31 +29,31 @@ func newAgentRegistry() *agentRegistry {
 	return &agentRegistry{users: map[string]string{}, ln: newPipeListener()}
 }
 
-// AttachAgent gives the bridge the router's end of a new SIP flow for user, whom the HTTP
-// plane authenticated. Closing the returned conn ends the flow and drops its bindings.
-func (r *Router) AttachAgent(user string) (net.Conn, error) {
+// AttachAgent opens a SIP flow for user, whom the HTTP plane authenticated, over agent: sipgo
+// reads the agent's messages from it and the router writes the agent's messages to it, as on a
+// TCP connection. agent is closed once the flow ends; closing the returned flow ends it and
+// drops its bindings at once.
+func (r *Router) AttachAgent(user string, agent io.ReadWriteCloser) (io.Closer, error) {
 	n := r.agents.seq.Add(1)
 	if n >= 1<<24 {
 		return nil, errors.New("agent streams exhausted")
 	}
 	addr := &net.TCPAddr{IP: net.IPv4(0, byte(n>>16), byte(n>>8), byte(n)), Port: 1}
-	ours, theirs := net.Pipe()
 	key := addr.String()
 	r.agents.mu.Lock()
 	r.agents.users[key] = user
 	r.agents.mu.Unlock()
-	c := &agentConn{Conn: ours, remote: addr, local: r.agents.ln.Addr(), onClose: func() {
+	c := &agentConn{ReadWriteCloser: agent, remote: addr, local: r.agents.ln.Addr(), onClose: func() {
 		r.agents.mu.Lock()
 		delete(r.agents.users, key)
 		r.agents.mu.Unlock()
 		r.connGone(connID("tcp", key))
 	}}
 	if err := r.agents.ln.push(c); err != nil {
-		_ = ours.Close()
-		_ = theirs.Close()
+		_ = c.Close()
 		return nil, err
 	}
-	return theirs, nil
+	return c, nil
 }
 
 // agentOf returns the user whose agent stream a request came on.
@@ -69,9 +70,11 @@ func (r *Router) agentOf(transport, source string) (string, bool) {
 	return u, ok
 }
 
-// agentConn is the router's end of an agent stream, with the address the router knows it by.
+// agentConn is an agent's flow as sipgo sees it: a stream connection with the address the
+// router knows it by. Its reads and writes are the bridge's socket's; sipgo's reader of it is
+// the socket's reader, so an agent needs no goroutine to move bytes between the two.
 type agentConn struct {
-	net.Conn
+	io.ReadWriteCloser
 	remote, local net.Addr
 	once          sync.Once
 	onClose       func()
@@ -80,20 +83,21 @@ type agentConn struct {
 func (c *agentConn) RemoteAddr() net.Addr { return c.remote }
 func (c *agentConn) LocalAddr() net.Addr  { return c.local }
 
-func (c *agentConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if err != nil {
-		c.once.Do(c.onClose)
-	}
-	return n, err
-}
-
 func (c *agentConn) Close() error {
-	c.once.Do(c.onClose)
-	return c.Conn.Close()
+	c.once.Do(func() {
+		c.onClose()
+		_ = c.ReadWriteCloser.Close()
+	})
+	return nil
 }
 
-// SetDeadline and friends: net.Pipe supports them; sipgo sets none on server streams.
+// Deadlines: sipgo sets none on the streams it serves, and the flow needs none of its own: the
+// bridge's socket has a read deadline (pings), and a write waits at most for the socket's
+// writer, which gives a browser that stops reading 10 s and then ends the flow.
+func (c *agentConn) SetDeadline(time.Time) error      { return nil }
+func (c *agentConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *agentConn) SetWriteDeadline(time.Time) error { return nil }
+
 var _ net.Conn = (*agentConn)(nil)
 
 // pipeListener is a net.Listener whose connections are pushed in-process.

@@ -74,6 +74,7 @@ type Router struct {
 	self           map[string]bool
 	selfHosts      map[string]bool     // listener and advertised hosts, any port: our domain in a Request-URI
 	udpLocal       map[bool]gosip.Addr // by IPv6-ness: the listener socket UDP requests leave from
+	datagrams      []*datagramConn     // the UDP listeners, as sipgo reads them (datagram.go)
 	udpReady       []chan struct{}     // closed once sipgo serves each UDP socket
 	bound          []net.Addr
 	boundTransport []string // udp, tcp or tls, by bound index
@@ -133,7 +134,8 @@ func New(cfg Config, disp *dispatcher.Dispatcher, users Directory, log *slog.Log
 			gosip.WithTransactionLayerLogger(lib),
 			gosip.WithTransactionLayerUnhandledResponseHandler(r.onStrayResponse),
 		),
-		sipgo.WithUserAgentTransportLayerOptions(gosip.WithTransportLayerLogger(lib)),
+		sipgo.WithUserAgentTransportLayerOptions(gosip.WithTransportLayerLogger(lib),
+			gosip.WithTransportLayerReadFilter(r.wholeDatagram)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create sip user agent: %w", err)
@@ -255,7 +257,9 @@ func (r *Router) bind(spec listenSpec) (func(), error) {
 		r.closers = append(r.closers, pc.Close)
 		admitted := newAdmitConn(guarded, r)
 		r.udpReady = append(r.udpReady, admitted.ready)
-		return func() { _ = r.srv.ServeUDP(admitted) }, nil
+		whole := newDatagramConn(admitted, r.cfg.MaxMessageSize)
+		r.datagrams = append(r.datagrams, whole)
+		return func() { _ = r.srv.ServeUDP(whole) }, nil
 	default: // "tcp", "tls"
 		ln, err := net.Listen("tcp", spec.addr)
 		if err != nil {
@@ -427,10 +431,10 @@ var _ dispatcher.Pinger = (*Router)(nil)
 // package variables, so only main (and a test binary's TestMain) calls this, once, before any
 // Router starts.
 //
-// sipgo refuses to send UDP messages over 1300 bytes and reads at most 32 KiB per datagram.
-// WebRTC SDP alone passes 1300 bytes, and backends listed as UDP often listen on nothing
-// else, so we do what Kamailio does by default: send large messages over UDP (the kernel
-// fragments them) up to max_message_size, and read datagrams of that size.
+// sipgo refuses to send UDP messages over 1300 bytes. WebRTC SDP alone passes 1300 bytes, and
+// backends listed as UDP often listen on nothing else, so we do what Kamailio does by default:
+// send large messages over UDP (the kernel fragments them) up to max_message_size. Messages
+// of that size are read whole on every transport (datagram.go), and nothing larger is parsed.
 //
 // A finished UDP transaction is kept to absorb retransmissions: RFC 3261 says for 64×T1 (32 s,
 // Timers J and L). At a few thousand calls per second that holds hundreds of thousands of
@@ -438,7 +442,8 @@ var _ dispatcher.Pinger = (*Router)(nil)
 // retransmission later than that is relayed again and the far end answers it as a duplicate.
 func ApplyProcessSettings(cfg Config) {
 	gosip.UDPMTUSize = cfg.MaxMessageSize + 200 // sipgo keeps 200 bytes of headroom below it
-	gosip.TransportBufferReadSize = uint16(cfg.MaxMessageSize)
+	gosip.TransportBufferReadSize = StreamReadSize
+	gosip.ParseMaxMessageLength = cfg.MaxMessageSize
 	gosip.Timer_J = TransactionLinger
 	gosip.Timer_L = TransactionLinger
 }

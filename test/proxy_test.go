@@ -2,6 +2,8 @@ package test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -343,4 +345,52 @@ func TestOverloadRefusedEarly(t *testing.T) {
 		t.Errorf("only %d calls refused", refused)
 	}
 	assertNoCalls(t, gw)
+}
+
+// TestLargeMessages sends calls whose INVITE and 200 carry a 31 KB body, far past the 4 KiB
+// sipgo reads each stream with and the 1300 bytes it would send over UDP: the caller over UDP
+// and over TCP, the backend over UDP. Each side checks that the other's last line arrived
+// (sipp's check_it fails the call otherwise), so a message cut short anywhere costs the call.
+func TestLargeMessages(t *testing.T) {
+	requireSipp(t)
+	dir := t.TempDir()
+	var pad strings.Builder
+	for i := range 500 {
+		fmt.Fprintf(&pad, "a=x-pad-%04d:%s\n", i, strings.Repeat("p", 48))
+	}
+	check := `<action><ereg regexp="a=x-pad-0499:p+" search_in="body" check_it="true" assign_to="padok"/></action>`
+	padded := func(name, recv string) string {
+		b, err := os.ReadFile(scenario(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.Replace(string(b), "a=rtpmap:0 PCMU/8000\n", "a=rtpmap:0 PCMU/8000\n"+pad.String(), 1)
+		if !strings.Contains(s, recv+"/>") {
+			t.Fatalf("%s has no %s", name, recv)
+		}
+		s = strings.Replace(s, recv+"/>", recv+">"+check+"</recv>", 1)
+		s = strings.Replace(s, "</scenario>", `<Reference variables="padok"/></scenario>`, 1)
+		p := filepath.Join(dir, "large-"+name)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	uac := padded("uac-invite.xml", `<recv response="200" rtd="1" rrs="true" response_txn="invite"`)
+	uas := padded("uas-rr.xml", `<recv request="INVITE" crlf="true" next="invite"`)
+	for _, caller := range []string{"u1", "t1"} {
+		t.Run("caller transport "+caller, func(t *testing.T) {
+			gwPort, p := freePort(t), freePort(t)
+			u := startUASAt(t, "127.0.0.1", uas, p)
+			startGateway(t, gwPort, gwConfig(4, dest(p, ""), ""))
+			res := runUAC(t, uac, gwPort, 5, 5, "-t", caller)
+			if res.ok != 5 || res.failed != 0 {
+				t.Fatalf("calls with 31 KB bodies: %d ok, %d failed, want 5 ok\n%s", res.ok, res.failed, tail(res.out, 2000))
+			}
+			u.stop()
+			if reqs := u.received(t); count(reqs, "INVITE") != 5 || count(reqs, "BYE") != 5 {
+				t.Errorf("backend got %d INVITEs and %d BYEs, want 5 and 5", count(reqs, "INVITE"), count(reqs, "BYE"))
+			}
+		})
+	}
 }

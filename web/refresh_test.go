@@ -55,8 +55,9 @@ type fakeSockets struct {
 	calls []extendCall
 }
 
-func (f *fakeSockets) Serve(_ context.Context, ws *websocket.Conn, _, _ string, _ time.Time) {
+func (f *fakeSockets) Adopt(_ context.Context, ws *websocket.Conn, _, _ string, _ time.Time, done func()) {
 	ws.Close()
+	done()
 }
 
 func (f *fakeSockets) Extend(user, session string, expires time.Time) int {

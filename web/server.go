@@ -59,6 +59,7 @@ type Server struct {
 	admin    *http.Server // http.admin_listen (or -pprof): metrics, health, pprof; nil when unset
 	addr     net.Addr
 	wg       sync.WaitGroup
+	life     context.Context // ends when the server stops: agent sockets live in it
 	cancel   context.CancelFunc
 
 	adminAddr   net.Addr
@@ -78,7 +79,7 @@ func New(ctx context.Context, cfg Config, deps Deps, log *slog.Logger, reg prome
 	}
 	trusted, _ := parsePrefixes(cfg.TrustedProxies)
 	ips := newClientIPs(trusted, cfg.RateLimit)
-	s := &Server{cfg: cfg, log: log, deps: deps, m: newMetrics(reg), ips: ips,
+	s := &Server{cfg: cfg, log: log, deps: deps, m: newMetrics(reg), ips: ips, life: context.Background(),
 		limitAll: newIPLimiter("all", ips.classes, func(c RateLimitConfig) (float64, int) { return c.PerIP, c.Burst }),
 		limitLog: newIPLimiter("login", ips.classes, func(c RateLimitConfig) (float64, int) { return perMinute(c.LoginPerMinute) }),
 		limitRef: newIPLimiter("refresh", ips.classes, func(c RateLimitConfig) (float64, int) { return perMinute(c.RefreshPerMinute) }),
@@ -215,6 +216,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 // Start binds the listener (so a port conflict fails the start) and serves it.
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
+	s.life = ctx
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("http listen %s: %w", s.cfg.Listen, err)
@@ -335,6 +337,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	s.ws.drain()
 	s.wg.Wait()
 	return errors.Join(errs...)
 }

@@ -13,11 +13,12 @@ import (
 )
 
 // AgentSockets takes over an agent's WebSocket once the HTTP plane has authenticated it: the
-// bridge. Serve returns when the socket is done; it closes the socket at expires unless Extend
-// has moved that later.
+// bridge. It closes the socket at expires unless Extend has moved that later.
 type AgentSockets interface {
-	// Serve runs the socket of user, opened with a token of session (its sid, "" if none).
-	Serve(ctx context.Context, ws *websocket.Conn, user, session string, expires time.Time)
+	// Adopt takes over the socket of user, opened with a token of session (its sid, "" if
+	// none), and returns at once. It calls done once the socket has closed; the socket lives
+	// until then, or until ctx ends.
+	Adopt(ctx context.Context, ws *websocket.Conn, user, session string, expires time.Time, done func())
 	// Extend moves the expiry of user's sockets opened in session to expires (never earlier),
 	// after the HTTP plane has verified a newer token of that user and session. It reports how
 	// many sockets moved.
@@ -27,13 +28,16 @@ type AgentSockets interface {
 	End(user, session string) int
 }
 
-// wsGate holds the upgrade's own limits: the per-IP upgrade rate (by address class) and the
-// per-user cap on open sockets.
+// wsGate holds the upgrade's own limits, the per-IP upgrade rate (by address class) and the
+// per-user cap on open sockets, and the sockets' goroutines, which the server waits for when
+// it stops.
 type wsGate struct {
 	limit   *ipLimiter
 	maxUser int
 	mu      sync.Mutex
 	open    map[string]int
+	closing bool
+	running sync.WaitGroup // adopted sockets not yet closed
 }
 
 // newWSGate takes the upgrade rate of every address class (ws_per_minute) and the per-user
@@ -51,6 +55,28 @@ func (g *wsGate) acquire(user string) bool {
 	}
 	g.open[user]++
 	return true
+}
+
+// adopt counts a socket the server must wait for when it stops, unless it is stopping; the
+// socket's done must call finish.
+func (g *wsGate) adopt() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
+	g.running.Add(1)
+	return true
+}
+
+func (g *wsGate) finish() { g.running.Done() }
+
+// drain waits for every socket; it runs once the sockets' context has ended.
+func (g *wsGate) drain() {
+	g.mu.Lock()
+	g.closing = true
+	g.mu.Unlock()
+	g.running.Wait()
 }
 
 func (g *wsGate) release(user string) {
@@ -89,18 +115,42 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusTooManyRequests, "too many sockets for this user")
 		return
 	}
-	defer s.ws.release(claims.Subject)
-	// No buffer sizes: the socket reads and writes through the 4 KiB buffers of the HTTP
-	// connection it was upgraded on, which stay referenced for the socket's whole life anyway
-	// (this handler runs until it closes), instead of two more of its own per agent.
+	// Buffers: a socket spends nearly all its life idle, so it reads through 1 KiB of its own
+	// (a larger frame is read in pieces; the HTTP connection's 4 KiB reader is let go) and
+	// writes through a buffer lent from a pool for the length of a frame.
 	up := websocket.Upgrader{
-		Subprotocols: []string{"sip"},
-		CheckOrigin:  func(*http.Request) bool { return true }, // checked above, with our rules
+		Subprotocols:    []string{"sip"},
+		CheckOrigin:     func(*http.Request) bool { return true }, // checked above, with our rules
+		ReadBufferSize:  1 << 10,
+		WriteBufferPool: wsWriteBuffers,
 	}
 	ws, err := up.Upgrade(w, r, nil)
 	if err != nil {
+		s.ws.release(claims.Subject)
 		return // the upgrader has answered
 	}
 	s.log.Info("agent socket upgraded", "user", claims.Subject, "remote", r.RemoteAddr)
-	s.deps.Agents.Serve(r.Context(), ws, claims.Subject, claims.SessionID, claims.ExpiresAt)
+	// The bridge takes the socket and this handler returns: net/http's goroutine for the
+	// connection, deep in handlers with the whole request still referenced, would otherwise
+	// sit under every idle agent for hours.
+	user := claims.Subject
+	if !s.ws.adopt() {
+		s.ws.release(user)
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server stopping"),
+			time.Now().Add(time.Second))
+		_ = ws.Close()
+		return
+	}
+	s.deps.Agents.Adopt(s.life, ws, user, claims.SessionID, claims.ExpiresAt, func() {
+		s.ws.release(user)
+		s.ws.finish()
+	})
 }
+
+// wsWriteBuffers lends agent sockets a write buffer per frame.
+var wsWriteBuffers websocket.BufferPool = &syncBufferPool{}
+
+type syncBufferPool struct{ p sync.Pool }
+
+func (b *syncBufferPool) Get() any  { return b.p.Get() }
+func (b *syncBufferPool) Put(v any) { b.p.Put(v) }
