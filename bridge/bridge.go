@@ -158,6 +158,11 @@ func (b *Bridge) Adopt(ctx context.Context, ws *websocket.Conn, user, session st
 
 var errFlowEnded = errors.New("the router ended the flow")
 
+// slowConsumer is how long a frame may wait for room in a socket's queue.
+const slowConsumer = 2 * time.Second
+
+var errSlowConsumer = errors.New("the browser reads too slowly")
+
 // socket is an agent's WebSocket as the router's flow sees it: reads give the router the
 // agent's checked messages, writes take the router's.
 type socket struct {
@@ -356,8 +361,8 @@ func (s *socket) next() ([]byte, error) {
 			return nil, err
 		}
 		_ = s.ws.SetReadDeadline(time.Now().Add(s.idle))
-		if len(bytes.TrimSpace(data)) == 0 {
-			continue // a keepalive CRLF
+		if len(data) <= 4 && len(bytes.Trim(data, "\r\n")) == 0 {
+			continue // a keepalive CRLF; anything larger counts against the rate
 		}
 		if !s.lim.Allow() {
 			b.m.refused.WithLabelValues("rate").Inc()
@@ -388,6 +393,15 @@ func (s *socket) next() ([]byte, error) {
 // the browser (nil: none).
 func (b *Bridge) check(data []byte, user string) (msg, answer []byte) {
 	data = withContentLength(data)
+	// One message per frame (RFC 7118 §5.1). The router reads the agent's flow as a stream, so
+	// bytes after the message's body would be read as more messages that passed none of the
+	// checks below (and no rate limit): the frame is refused whole.
+	if one, rest, ok := nextMessage(data); ok && len(bytes.Trim(rest, "\r\n")) > 0 {
+		b.m.refused.WithLabelValues("malformed").Inc()
+		return nil, sanity.Answer(one, 400, "Bad Request: One Message Per Frame")
+	} else if ok {
+		data = one
+	}
 	switch v := sanity.Datagram(data, b.cfg.MaxFrame); v.Action {
 	case sanity.Reject:
 		b.m.refused.WithLabelValues("malformed").Inc()
@@ -503,7 +517,9 @@ func (f *framer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// nextMessage cuts one message (head and Content-Length body) off the front of a stream.
+// nextMessage cuts one message (head and Content-Length body) off the front of a stream. A
+// message whose Content-Length is not a number this side of the stream's end, or is
+// negative, is never complete: ok is false.
 func nextMessage(buf []byte) (msg, rest []byte, ok bool) {
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {
@@ -517,23 +533,40 @@ func nextMessage(buf []byte) (msg, rest []byte, ok bool) {
 		}
 		name = bytes.TrimSpace(name)
 		if bytes.EqualFold(name, []byte("Content-Length")) || bytes.EqualFold(name, []byte("l")) {
-			n, _ = strconv.Atoi(string(bytes.TrimSpace(val)))
+			var err error
+			if n, err = strconv.Atoi(string(bytes.TrimSpace(val))); err != nil || n < 0 {
+				return nil, buf, false
+			}
 		}
 	}
-	total := end + 4 + n
-	if len(buf) < total {
+	if n > len(buf)-end-4 {
 		return nil, buf, false
 	}
+	total := end + 4 + n
 	return buf[:total], buf[total:], true
 }
 
 // send queues a frame for the browser. A full queue makes the sender wait, as a TCP peer that
-// reads slowly would; the socket's end releases it.
+// reads slowly would, but only for slowConsumer: a sender may be the router's goroutine for a
+// whole fork, and a browser that reads just fast enough to meet each write deadline must not
+// hold it. Past that the socket is closed.
 func (s *socket) send(frame []byte) error {
 	select {
 	case s.out <- frame:
 	case <-s.ctx.Done():
 		return net.ErrClosed
+	default:
+		wait := time.NewTimer(slowConsumer)
+		defer wait.Stop()
+		select {
+		case s.out <- frame:
+		case <-s.ctx.Done():
+			return net.ErrClosed
+		case <-wait.C:
+			s.b.m.refused.WithLabelValues("slow").Inc()
+			s.cancel(errSlowConsumer)
+			return net.ErrClosed
+		}
 	}
 	if s.writing.CompareAndSwap(false, true) {
 		go s.drain()
@@ -606,7 +639,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "gateway", Subsystem: "bridge", Name: "frames_total",
 			Help: "SIP messages carried, by direction (in: from browsers)."}, []string{"direction"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "gateway", Subsystem: "bridge", Name: "refused_total",
-			Help: "Frames refused, by reason (malformed, identity, rate, oversized)."}, []string{"reason"}),
+			Help: "Frames refused, by reason (malformed, identity, rate, oversized; slow: a frame to a browser that did not read)."}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sockets, m.frames, m.refused)

@@ -275,3 +275,37 @@ func TestWriterDeliversEveryFrameInOrder(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// CRLF keepalives (up to 4 bytes) are free; any other frame of whitespace counts against the
+// socket's message rate like a message, so a flood of them closes the socket.
+func TestWhitespaceFramesAreRated(t *testing.T) {
+	flows := make(chan *fakeFlow, 2)
+	b := New(Config{Rate: 1, Burst: 5}, fakeRouter{flows}, slog.New(slog.DiscardHandler), nil)
+	s := serveOne(t, b, flows, "1001", "", time.Time{})
+	for range 50 {
+		if err := s.ws.WriteMessage(websocket.TextMessage, []byte("\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !s.alive(t) {
+		t.Fatal("50 CRLF keepalives closed the socket")
+	}
+	flooded := serveOne(t, b, flows, "1001", "", time.Time{})
+	for range 50 {
+		if err := flooded.ws.WriteMessage(websocket.TextMessage, []byte(strings.Repeat(" ", 100))); err != nil {
+			break // closed under us
+		}
+	}
+	_ = flooded.ws.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for {
+		_, _, err := flooded.ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+			t.Fatalf("50 frames of spaces: %v, want a policy close for flooding", err)
+		}
+		break
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -78,5 +79,56 @@ func TestFramerUnframed(t *testing.T) {
 	}
 	if err := context.Cause(ctx); err == nil || !strings.Contains(err.Error(), "unframed") {
 		t.Fatalf("cause %v, want unframed", err)
+	}
+}
+
+const regFrame = "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WSS x.invalid;branch=z9hG4bKr1\r\nFrom: <sip:1001@127.0.0.1>;tag=a\r\n" +
+	"To: <sip:1001@127.0.0.1>\r\nCall-ID: r1\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+
+// One SIP message per frame: the router reads the agent's flow as a stream, so anything after
+// the message would be read as more messages that passed no check. Such a frame is refused
+// whole with 400; trailing CRLFs are let go; Content-Length values that cannot frame a
+// message (negative, huge, not a number) are refused without harm.
+func TestCheckOneMessagePerFrame(t *testing.T) {
+	b := testBridge()
+	msg, answer := b.check([]byte(regFrame+"\r\n"), "1001")
+	if string(msg) != regFrame || answer != nil {
+		t.Fatalf("a message and a CRLF: passed %q, answered %q", msg, answer)
+	}
+	smuggled := regFrame + strings.Replace(regFrame, "1001", "1002", 3)
+	msg, answer = b.check([]byte(smuggled), "1001")
+	if msg != nil || !strings.HasPrefix(string(answer), "SIP/2.0 400 Bad Request: One Message Per Frame\r\n") {
+		t.Fatalf("two messages in a frame: passed %q, answered %q", msg, answer)
+	}
+	for _, cl := range []string{"-100000", "9223372036854775807", "99999999999999999999", "x"} {
+		frame := strings.Replace(regFrame, "Content-Length: 0", "Content-Length: "+cl, 1) + "body"
+		msg, answer := b.check([]byte(frame), "1001")
+		if msg != nil {
+			t.Errorf("Content-Length %s: passed %q (answer %q)", cl, msg, answer)
+		}
+	}
+}
+
+func testBridge() *Bridge {
+	return New(Config{}, nil, slog.New(slog.DiscardHandler), nil)
+}
+
+// A frame waits for room in a full queue at most slowConsumer; then the socket ends, so a
+// browser that stops reading cannot hold the router's goroutine that writes to it.
+func TestSendGivesUpOnASlowBrowser(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(t.Context())
+	defer cancel(nil)
+	s := &socket{b: testBridge(), ctx: ctx, cancel: cancel, out: make(chan []byte, 2)}
+	s.writing.Store(true) // a writer is stuck on the browser: nothing drains the queue
+	for range 2 {
+		if err := s.send([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.send([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("send to a full queue: %v, want net.ErrClosed", err)
+	}
+	if !errors.Is(context.Cause(ctx), errSlowConsumer) {
+		t.Fatalf("socket ended with %v, want %v", context.Cause(ctx), errSlowConsumer)
 	}
 }

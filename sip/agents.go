@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -19,10 +18,33 @@ import (
 
 // agentRegistry maps the address of each live agent stream to its user.
 type agentRegistry struct {
-	seq   atomic.Uint32
 	mu    sync.RWMutex
+	seq   uint32            // the last address handed out, as 24 bits of 0.0.0.0/8
 	users map[string]string // stream address → user
 	ln    *pipeListener
+}
+
+// add gives a new stream of user the next free address. Addresses wrap after 2^24 - 1
+// streams (a busy gateway gets there in weeks) and skip those still live; the one handed out
+// before an address comes round again closed 16 million streams ago.
+func (a *agentRegistry) add(user string) (*net.TCPAddr, string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.users) >= 1<<24-1 {
+		return nil, "", errors.New("agent streams exhausted")
+	}
+	for {
+		if a.seq++; a.seq >= 1<<24 {
+			a.seq = 1
+		}
+		n := a.seq
+		addr := &net.TCPAddr{IP: net.IPv4(0, byte(n>>16), byte(n>>8), byte(n)), Port: 1}
+		key := addr.String()
+		if _, live := a.users[key]; !live {
+			a.users[key] = user
+			return addr, key, nil
+		}
+	}
 }
 
 func newAgentRegistry() *agentRegistry {
@@ -34,15 +56,10 @@ func newAgentRegistry() *agentRegistry {
 // TCP connection. agent is closed once the flow ends; closing the returned flow ends it and
 // drops its bindings at once.
 func (r *Router) AttachAgent(user string, agent io.ReadWriteCloser) (io.Closer, error) {
-	n := r.agents.seq.Add(1)
-	if n >= 1<<24 {
-		return nil, errors.New("agent streams exhausted")
+	addr, key, err := r.agents.add(user)
+	if err != nil {
+		return nil, err
 	}
-	addr := &net.TCPAddr{IP: net.IPv4(0, byte(n>>16), byte(n>>8), byte(n)), Port: 1}
-	key := addr.String()
-	r.agents.mu.Lock()
-	r.agents.users[key] = user
-	r.agents.mu.Unlock()
 	c := &agentConn{ReadWriteCloser: agent, remote: addr, local: r.agents.ln.Addr(), onClose: func() {
 		r.agents.mu.Lock()
 		delete(r.agents.users, key)

@@ -223,6 +223,10 @@ func (r *Router) Start(ctx context.Context) error {
 	if r.cfg.Registrar.Keepalive > 0 {
 		r.wg.Go(func() { r.keepalive(ctx, r.cfg.Registrar.Keepalive) })
 	}
+	if far := udpWithoutListener(r.disp.Sets(), r.udpLocal); len(far) > 0 {
+		r.log.Warn("UDP destinations of an address family with no UDP listener: answers over 4 KiB from them are lost; listen on UDP in that family",
+			"destinations", far)
+	}
 	r.log.Info("sip plane started", "listen", r.Addrs(), "advertise", r.viaHost)
 	return nil
 }
