@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"route"}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gateway", Subsystem: "http", Name: "rate_limited_total",
-			Help: "HTTP requests or connections refused by the HTTP plane's limits, by limit (all, login, refresh, ws, connections, lockout) and the client's address class (default or an http.rate_limit.networks name).",
+			Help: "HTTP requests or connections refused by the HTTP plane's limits, by limit (all, login, refresh, ws, ws_per_user, connections, lockout) and the client's address class (default or an http.rate_limit.networks name).",
 		}, []string{"limit", "class"}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.limited)

@@ -111,6 +111,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.ws.acquire(claims.Subject) {
+		_, class := clientOf(r)
+		s.m.limited.WithLabelValues("ws_per_user", s.ips.className(class)).Inc()
 		w.Header().Set("Retry-After", "5")
 		writeJSONError(w, http.StatusTooManyRequests, "too many sockets for this user")
 		return
