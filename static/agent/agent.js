@@ -137,14 +137,19 @@
   }
 
   // A signed-out or expired session: the socket cannot come back, so stop trying and ask again.
-  // The question is a refresh, not GET /api/me: /api/me takes a signed-out session's token
-  // until its exp, while the socket's upgrade refuses it, so JsSIP would keep reconnecting into
-  // refusals until the next planned refresh (up to two thirds of a ttl) whenever this browser
-  // still holds the cookie (the session signed out with its token elsewhere, or the socket's
-  // close arriving before the logout's cookie change). Unreachable or failing: JsSIP keeps
-  // trying and the refresh is retried as planned.
+  // GET /api/me answers 401 for such a session, as the socket's upgrade does, and costs the
+  // gateway no new token: every page behind one office NAT asks at once after a network blip,
+  // so a refresh here would spend the address's refresh budget. Unreachable or failing: JsSIP
+  // keeps trying, and the planned refresh still comes.
   async function checkSession() {
-    await refreshSession();
+    if (!me || stopping) return;
+    const mine = me;
+    try {
+      await api('GET', '/api/me');
+    } catch (e) {
+      if (me !== mine || stopping) return;
+      if (e.status === 401 || e.status === 403) sessionEnded('Your session has ended. Sign in again.');
+    }
   }
 
   // ---- keeping the session ----

@@ -17,11 +17,12 @@
 //      page, as another tab of the same browser would): the gateway closes the socket at once
 //      (1008 "signed out"), and the page shows the sign-in form with "Your session has ended.
 //      Sign in again." It opens no new socket: on the drop it asks the gateway about the
-//      session (POST /api/refresh) before JsSIP's first reconnection (at least 2 s later), and
-//      stops.
+//      session (GET /api/me, which mints nothing) before JsSIP's first reconnection (at least
+//      2 s later), and stops.
 //   4. Signed in again, the session is signed out with its token as a bearer from here, so the
-//      browser keeps its cookie (a token still within its exp, which GET /api/me would take):
-//      the same close, the same message, a refresh answered 401, no new socket.
+//      browser keeps its cookie (a token still within its exp): the same close, the same
+//      message, GET /api/me answered 401 (the gateway refuses a signed-out session there
+//      too), no new socket.
 //   5. The agent signs in again, registers, and the browser loses the session cookie (as when a
 //      tab sleeps past the cookie's expiry, which is the token's): the page's next refresh gets
 //      401 from the gateway, and the page shows the same message, unregisters, closes its
@@ -94,10 +95,12 @@ await run(browser, async () => {
   const regState = () => tid('reg-state').getAttribute('data-state');
   const recorded = () => page.evaluate(() => ({ sockets: window.__dualgateTest.sockets, reg: window.__dualgateTest.reg }));
 
-  // What the network saw, from here: every /api/refresh answer, every WebSocket and the
-  // REGISTERs sent on it.
+  // What the network saw, from here: every /api/refresh and GET /api/me answer, every
+  // WebSocket and the REGISTERs sent on it.
   const refreshes = [];
+  const checks = [];
   page.on('response', (r) => {
+    if (r.url().endsWith('/api/me') && r.request().method() === 'GET') checks.push({ status: r.status(), at: Date.now() });
     if (!r.url().endsWith('/api/refresh')) return;
     const entry = { status: r.status(), at: Date.now(), expires: '' };
     refreshes.push(entry);
@@ -261,7 +264,7 @@ await run(browser, async () => {
     await signInAndRegister();
     await waitRegistrations(1);
     const n = sockets.length;
-    const from = refreshes.length;
+    const from = checks.length;
     const cookie = (await page.context().cookies()).find((c) => c.name === 'dualgate_session');
     if (!cookie) throw new Error('no session cookie in the browser');
     const res = await fetch(`${base}/api/logout`, { method: 'POST', headers: { Authorization: `Bearer ${cookie.value}` } });
@@ -273,8 +276,8 @@ await run(browser, async () => {
     }
     // The page learnt it from the gateway (its cookie still holds a token within its exp).
     if (!(await page.context().cookies()).some((c) => c.name === 'dualgate_session')) throw new Error('the browser lost the cookie');
-    const asked = refreshes.slice(from).map((r) => r.status);
-    if (!asked.includes(401)) throw new Error(`the page's refreshes since the sign-out answered [${asked.join(', ')}], want a 401`);
+    const asked = checks.slice(from).map((r) => r.status);
+    if (!asked.includes(401)) throw new Error(`the page's session checks (GET /api/me) since the sign-out answered [${asked.join(', ')}], want a 401`);
     await noNewSocket(n, 'the sign-out');
     await waitRegistrations(0);
   });
