@@ -186,6 +186,24 @@ func TestBridgeIdentityAndBadFrames(t *testing.T) {
 	if metric(t, gw, "gateway_bridge_refused_total", "reason", "identity") != 1 {
 		t.Error("the identity refusal was not counted")
 	}
+	// Two messages in one frame, the second acting as another user: the router reads the flow
+	// as a stream, so the frame is refused whole (RFC 7118: one message per frame) and neither
+	// message registers anything; the socket lives.
+	smuggle := func(user, branch string) string {
+		return "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS x.invalid;branch=z9hG4bK" + branch +
+			"\nFrom: <sip:" + user + "@127.0.0.1>;tag=s\nTo: <sip:" + user + "@127.0.0.1>\nCall-ID: smuggle-" + branch +
+			"\nCSeq: 1 REGISTER\nContact: <sip:" + user + "@x.invalid;transport=ws>\nMax-Forwards: 70\nContent-Length: 0\n\n"
+	}
+	a.send(smuggle("1001", "s1") + smuggle("1002", "s2"))
+	if got := a.expect("SIP/2.0 ", 2*time.Second); !strings.HasPrefix(got, "SIP/2.0 400 Bad Request: One Message Per Frame") {
+		t.Fatalf("two messages in one frame: %q", firstLine([]byte(got)))
+	}
+	if n := metric(t, gw, "gateway_sip_registrations"); n != 1 {
+		t.Fatalf("%v bindings after the two-message frame, want still 1", n)
+	}
+	if got := a.register("1001"); !strings.HasPrefix(got, "SIP/2.0 200") {
+		t.Fatalf("after the two-message frame: %q", firstLine([]byte(got)))
+	}
 
 	// An oversized frame closes the socket; the gateway keeps serving others.
 	b := connectAgent(t, gw, "1002")
