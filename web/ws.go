@@ -150,9 +150,4 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 }
 
 // wsWriteBuffers lends agent sockets a write buffer per frame.
-var wsWriteBuffers websocket.BufferPool = &syncBufferPool{}
-
-type syncBufferPool struct{ p sync.Pool }
-
-func (b *syncBufferPool) Get() any  { return b.p.Get() }
-func (b *syncBufferPool) Put(v any) { b.p.Put(v) }
+var wsWriteBuffers = &sync.Pool{}

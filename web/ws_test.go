@@ -2,6 +2,8 @@ package web
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -69,5 +71,32 @@ func TestWSPerUserCap(t *testing.T) {
 	first() // one of 1001's sockets closes
 	if _, code, _ := upgrade("1001"); code != 101 {
 		t.Fatalf("1001 after one of its sockets closed: %d, want 101", code)
+	}
+}
+
+// Stopping the server closes the agent sockets it handed over and waits until every one has
+// closed: Stop returns only after each socket's done.
+func TestStopClosesAdoptedSockets(t *testing.T) {
+	held := &heldSockets{}
+	s := startServer(t, nil, Deps{Agents: held})
+	base := "http://" + s.Addr().String()
+	d := websocket.Dialer{Subprotocols: []string{"sip"}, HandshakeTimeout: 2 * time.Second}
+	ws, _, err := d.Dial("ws://"+s.Addr().String()+"/ws",
+		http.Header{"Authorization": {"Bearer " + token(t, s, "1001", "agent")}, "Origin": {base}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if s.ws.adopt() {
+		t.Fatal("the stopped server still takes sockets")
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _, err = ws.ReadMessage()
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the socket after Stop: %v, want it closed", err)
 	}
 }
